@@ -1,0 +1,255 @@
+"""The SQLite catalog: the source of truth for what is indexed (paths, stats, hashes, vectors).
+
+Embeddings are stored as little-endian float32 BLOBs. Every write bumps `generation`, so derived
+files (the FAISS index) can tell whether they are stale.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipcli.encoder import Embeddings
+from clipcli.errors import ClipcliError
+
+CATALOG_FILE = "catalog.sqlite3"
+
+# Numbered migrations: index i brings a catalog from schema version i to i + 1. Append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX images_sha256 ON images (sha256);
+    """,
+    # Files that failed to decode, so an unchanged bad file is not decoded again on every run.
+    """
+    CREATE TABLE unreadable (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What the catalog knows of one file, without its vector."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A file to add, with its embedding."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    embedding: Embeddings
+
+
+def to_blob(vector: Embeddings) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> Embeddings:
+    return np.frombuffer(blob, dtype="<f4").astype(np.float32)
+
+
+class Catalog:
+    """One index folder's catalog. Use as a context manager; writes are one transaction each."""
+
+    def __init__(self, folder: Path, *, create: bool = True) -> None:
+        self.path = folder / CATALOG_FILE
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            # WAL lets searches read while an index run writes; the timeout rides out brief locks.
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise ClipcliError(f"{self.path}: not a readable clipcli catalog ({exc})") from exc
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ClipcliError(
+                f"{self.path}: catalog schema {version} is newer than this clipcli understands",
+                hint="upgrade clipcli",
+            )
+        for number in range(version, SCHEMA_VERSION):
+            self._db.executescript(
+                f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+            )
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    def _bump(self) -> None:
+        self._set_meta("generation", str(self.generation + 1))
+
+    def model(self) -> tuple[str, str | None] | None:
+        """(model, pretrained) the vectors were made with, or None for a fresh catalog."""
+        name = self.get_meta("model")
+        return None if name is None else (name, self.get_meta("pretrained") or None)
+
+    def set_model(self, name: str, pretrained: str | None) -> None:
+        with self._transaction():
+            self._set_meta("model", name)
+            self._set_meta("pretrained", pretrained or "")
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def entries(self) -> dict[str, CatalogEntry]:
+        rows = self._db.execute("SELECT id, path, size, mtime_ns, sha256 FROM images")
+        return {row[1]: CatalogEntry(*row) for row in rows}
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    def unreadable(self) -> dict[str, tuple[int, int, str]]:
+        """Files known not to decode: path -> (size, mtime_ns, reason)."""
+        rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM unreadable")
+        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+    def embedding_for_hash(self, sha256: str) -> Embeddings | None:
+        row = self._db.execute(
+            "SELECT embedding FROM images WHERE sha256 = ? LIMIT 1", (sha256,)
+        ).fetchone()
+        return from_blob(row[0]) if row else None
+
+    def vectors(self) -> tuple[np.ndarray, Embeddings]:
+        """All (ids, embeddings), for building the vector index."""
+        rows = self._db.execute("SELECT id, embedding FROM images ORDER BY id").fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, np.stack([from_blob(r[1]) for r in rows])
+
+    def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", list(ids))
+        return dict(rows.fetchall())
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def add(self, images: Iterable[NewImage]) -> None:
+        """Insert or replace by path, in one transaction: a killed run loses at most this batch."""
+        now = time.time()
+        rows = [(i.path, i.size, i.mtime_ns, i.sha256, to_blob(i.embedding), now) for i in images]
+        if not rows:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size,"
+                " mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
+                " embedding = excluded.embedding, indexed_at = excluded.indexed_at",
+                rows,
+            )
+            self._bump()
+
+    def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
+        """Give entries new paths and stats (id, path, size, mtime_ns), keeping their vectors."""
+        if not moves:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                [(path, size, mtime, id_) for id_, path, size, mtime in moves],
+            )
+            self._bump()
+
+    def touch(self, stats: Sequence[tuple[int, int, int]]) -> None:
+        """Record new (id, size, mtime_ns) for files whose content did not change."""
+        if not stats:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
+                [(size, mtime, id_) for id_, size, mtime in stats],
+            )
+
+    def set_unreadable(self, failures: Sequence[tuple[str, int, int, str]]) -> None:
+        """Remember (path, size, mtime_ns, reason) of files that did not decode."""
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?, ?)", failures)
+
+    def forget_unreadable(self, keep: set[str]) -> None:
+        """Drop the records of unreadable files except those still present and still bad."""
+        stale = [(p,) for p in self.unreadable() if p not in keep]
+        with self._transaction():
+            self._db.executemany("DELETE FROM unreadable WHERE path = ?", stale)
+
+    def remove(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self._transaction():
+            self._db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+            self._bump()
+
+    def clear(self) -> None:
+        """Forget every image and the model (for --reset)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM images")
+            self._db.execute("DELETE FROM unreadable")
+            self._db.execute("DELETE FROM meta WHERE key IN ('model', 'pretrained')")
+            self._bump()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

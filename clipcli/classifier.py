@@ -1,0 +1,61 @@
+"""Zero-shot classification of image files against a list of labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcli.encoder import embed_files, load_encoder, resolve_model_spec
+from clipcli.images import ImageDecodeError, expand_paths
+from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
+from clipcli.scorer import Prediction, rank_labels
+from clipcli.settings import cache_dir, model_choice
+
+TEXT_CACHE_FILE = "text_embeddings.sqlite3"
+
+
+@dataclass(frozen=True)
+class Classification:
+    """The predictions for one input path, or why there are none."""
+
+    path: str
+    predictions: list[Prediction] | None = None
+    error: str | None = None
+
+
+def classify_paths(
+    paths: Sequence[Path],
+    labels: Sequence[str],
+    templates: TemplateSet,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    top_k: int | None = None,
+) -> list[Classification]:
+    """Classify files and folders (expanded, sorted); results come back in input order."""
+    files = expand_paths(paths)
+    spec = resolve_model_spec(*model_choice(model, pretrained))
+    encoder = load_encoder(spec, device)
+    cache = TextEmbeddingCache(cache_dir() / TEXT_CACHE_FILE)
+    try:
+        text = label_embeddings(encoder, labels, templates, cache)
+    finally:
+        cache.close()
+    results: dict[Path, Classification] = {}
+    for batch in embed_files(encoder, files, batch_size):
+        ranked = rank_labels(batch.embeddings, text, labels, encoder.logit_scale, top_k)
+        for path, predictions in zip(batch.paths, ranked, strict=True):
+            results[path] = Classification(str(path), predictions)
+        for failure in batch.failures:
+            results[failure.path] = Classification(str(failure.path), error=failure.reason)
+    return [results[path] for path in files]
+
+
+def failed(results: Sequence[Classification]) -> bool:
+    return any(result.error is not None for result in results)
+
+
+__all__ = ["Classification", "ImageDecodeError", "classify_paths", "failed"]

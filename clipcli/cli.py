@@ -1,0 +1,233 @@
+"""The command line: parse arguments, make one call into the logic, render the result.
+
+Results go to stdout; progress, warnings and errors go to stderr. Exit codes: 0 success, 1 a
+runtime problem (an unreadable image, weights unavailable, no index), 2 a usage problem.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from clipcli import __version__
+from clipcli.errors import EXIT_FAILURE, ClipcliError
+
+app = typer.Typer(
+    name="clipcli",
+    help="Zero-shot image classification and photo search with CLIP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console()
+stderr = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="open_clip model name or hf-hub:org/repo. [env: CLIPCLI_MODEL; default ViT-B-32-256]",
+        show_default=False,
+    ),
+]
+PretrainedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pretrained",
+        help="Weights: an open_clip tag or a checkpoint file. [env: CLIPCLI_PRETRAINED]",
+        show_default=False,
+    ),
+]
+IndexOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--index",
+        help="Index folder. [env: CLIPCLI_INDEX; default: per-user data folder]",
+        show_default=False,
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda or mps.", show_default=True)
+]
+BatchOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Images per forward pass.", show_default=True)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn clipcli's own errors into one line on stderr and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ClipcliError as exc:
+            print_error(exc.message, exc.hint)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    line = f"error: {message}" + (f"; {hint}" if hint else "")
+    stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_warning(message: str) -> None:
+    stderr.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"clipcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Zero-shot image classification and photo search with CLIP."""
+
+
+@app.command()
+@reports_errors
+def classify(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files or folders (searched recursively).")
+    ],
+    labels: Annotated[
+        str | None, typer.Option("--labels", help='Comma-separated labels, e.g. "cat,dog".')
+    ] = None,
+    labels_file: Annotated[
+        Path | None, typer.Option("--labels-file", help="A file with one label per line.")
+    ] = None,
+    templates: Annotated[
+        str,
+        typer.Option("--templates", help="Prompt templates: a name in prompts/ or a file path."),
+    ] = "default",
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels to show per image.")] = 5,
+    json_output: JsonOption = False,
+    model: ModelOption = None,
+    pretrained: PretrainedOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = 32,
+) -> None:
+    """Rank labels for each image by CLIP zero-shot similarity."""
+    from clipcli import output
+    from clipcli.classifier import classify_paths
+    from clipcli.prompts import load_templates, parse_labels
+
+    label_list = parse_labels(labels, labels_file)
+    template_set = load_templates(templates)
+    results = classify_paths(
+        paths,
+        label_list,
+        template_set,
+        model=model,
+        pretrained=pretrained,
+        device=device,
+        batch_size=batch_size,
+        top_k=top_k,
+    )
+    if json_output:
+        print(output.to_json(output.classifications_json(results)))
+    else:
+        output.render_classifications(stdout, results)
+    errors = [r for r in results if r.error is not None]
+    for result in errors:
+        print_error(f"{result.path}: {result.error}")
+    if errors:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+@reports_errors
+def index(
+    folders: Annotated[list[Path], typer.Argument(help="Folders of photos to index.")],
+    index_dir: IndexOption = None,
+    model: ModelOption = None,
+    pretrained: PretrainedOption = None,
+    json_output: JsonOption = False,
+    batch_size: BatchOption = 32,
+    device: DeviceOption = "auto",
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget every vector and re-embed (e.g. a new model).")
+    ] = False,
+    hidden: Annotated[
+        bool, typer.Option("--hidden", help="Also index hidden files and folders.")
+    ] = False,
+) -> None:
+    """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
+    from clipcli import output
+    from clipcli.indexer import update_index
+    from clipcli.settings import index_dir as resolve_index
+
+    options = {
+        "model": model,
+        "pretrained": pretrained,
+        "device": device,
+        "batch_size": batch_size,
+        "include_hidden": hidden,
+        "reset": reset,
+    }
+    folder = resolve_index(index_dir)
+    if json_output or not stderr.is_terminal:
+        report = update_index(folders, folder, **options)  # type: ignore[arg-type]
+    else:
+        with output.RichProgress(stderr) as progress:
+            report = update_index(folders, folder, progress=progress, **options)  # type: ignore[arg-type]
+    if json_output:
+        print(output.to_json(output.index_report_json(report)))
+    else:
+        output.render_index_report(stdout, report)
+        for skipped in report.skipped:
+            print_warning(f"skipped {skipped.path}: {skipped.reason}")
+
+
+@app.command()
+@reports_errors
+def search(
+    query: Annotated[str | None, typer.Argument(help="What to look for, in words.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Search by an example image (or as well).")
+    ] = None,
+    index_dir: IndexOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Number of results.")] = 10,
+    json_output: JsonOption = False,
+    device: DeviceOption = "auto",
+) -> None:
+    """Find the indexed photos closest to a text query or an example image."""
+    from clipcli import output
+    from clipcli.searcher import search_index
+    from clipcli.settings import index_dir as resolve_index
+
+    hits = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
+    if json_output:
+        print(output.to_json(output.search_json(hits)))
+    else:
+        output.render_search(stdout, hits)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="clipcli")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""open_clip model loading and batched encoding of images and text.
+
+torch and open_clip are imported inside the functions that need them: importing them costs
+seconds, and `--help` or a bad argument should answer at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import numpy as np
+import numpy.typing as npt
+
+from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
+from clipcli.images import ImageDecodeError, load_image
+from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
+
+if TYPE_CHECKING:
+    import torch
+
+Embeddings = npt.NDArray[np.float32]
+
+PACKAGE_DIR = Path(__file__).parent
+BUNDLED_CONFIG_DIR = PACKAGE_DIR / "model_configs"
+# Models whose weights ship inside the package, so they need neither --pretrained nor a network.
+BUNDLED_WEIGHTS = {"clipcli-shapes": PACKAGE_DIR / "weights" / "clipcli-shapes.pt"}
+HF_HUB_PREFIX = "hf-hub:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model architecture and the weights to put in it."""
+
+    name: str
+    pretrained: str | None  # an open_clip tag, an absolute checkpoint path, or None (hf-hub:)
+
+    @property
+    def pretrained_is_file(self) -> bool:
+        return self.pretrained is not None and os.path.isabs(self.pretrained)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity for caches: a checkpoint file that changes on disk gets a new fingerprint."""
+        if self.pretrained_is_file and os.path.exists(self.pretrained or ""):
+            stat = os.stat(self.pretrained or "")
+            return f"{self.name}|{self.pretrained}|{stat.st_size}|{stat.st_mtime_ns}"
+        return f"{self.name}|{self.pretrained or ''}"
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
+
+
+def _open_clip() -> Any:
+    """open_clip with clipcli's own model configs registered."""
+    import open_clip
+
+    if "clipcli-shapes" not in open_clip.list_models():
+        open_clip.add_model_config(BUNDLED_CONFIG_DIR)
+    return open_clip
+
+
+def resolve_model_spec(model: str, pretrained: str | None) -> ModelSpec:
+    """Check the model name and choose weights: the given tag or file, else a sensible default."""
+    open_clip = _open_clip()
+    if model.startswith(HF_HUB_PREFIX):
+        return ModelSpec(model, None)
+    known = open_clip.list_models()
+    if model not in known:
+        close = difflib.get_close_matches(model, known, n=5, cutoff=0.6)
+        hint = f"did you mean: {', '.join(close)}?" if close else "see open_clip.list_models()"
+        raise UnknownModelError(f"unknown model '{model}'", hint=hint)
+    if pretrained is None:
+        return ModelSpec(model, _default_weights(open_clip, model))
+    if os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith((".pt", ".bin")):
+        if not os.path.isfile(pretrained):
+            raise UsageError(f"{pretrained}: checkpoint file not found (--pretrained)")
+        return ModelSpec(model, os.path.abspath(pretrained))
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained not in tags:
+        known_tags = ", ".join(tags) if tags else "none; pass a checkpoint file"
+        raise UsageError(
+            f"unknown weights '{pretrained}' for model '{model}'",
+            hint=f"known tags: {known_tags}",
+        )
+    return ModelSpec(model, pretrained)
+
+
+def _default_weights(open_clip: Any, model: str) -> str:
+    if model in BUNDLED_WEIGHTS:
+        return str(BUNDLED_WEIGHTS[model])
+    if model == DEFAULT_MODEL:
+        return DEFAULT_PRETRAINED
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if not tags:
+        raise UsageError(
+            f"model '{model}' has no published weights",
+            hint="pass --pretrained /path/to/checkpoint.pt",
+        )
+    return tags[0]
+
+
+def pick_device(device: str) -> str:
+    """'auto' is the fastest device present; an explicit one must exist."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": has_mps}
+    if device not in available:
+        raise UsageError(f"unknown device '{device}'", hint="use auto, cpu, cuda or mps")
+    if not available[device]:
+        raise UsageError(
+            f"device '{device}' is not available on this machine", hint="use --device auto"
+        )
+    return device
+
+
+@dataclass
+class Encoder:
+    """A loaded model with its own eval preprocessing and tokenizer."""
+
+    spec: ModelSpec
+    model: Any
+    preprocess: Callable[[Any], torch.Tensor]
+    tokenizer: Callable[[Sequence[str]], torch.Tensor]
+    device: str
+    logit_scale: float = field(default=100.0)
+
+    def encode_images(self, batch: torch.Tensor) -> Embeddings:
+        """L2-normalised image embeddings for a preprocessed batch."""
+        import torch
+
+        with torch.inference_mode():
+            features = self.model.encode_image(batch.to(self.device), normalize=True)
+        return features.float().cpu().numpy()
+
+    def encode_texts(self, texts: Sequence[str]) -> Embeddings:
+        """L2-normalised text embeddings."""
+        import torch
+
+        with torch.inference_mode():
+            tokens = self.tokenizer(list(texts)).to(self.device)
+            features = self.model.encode_text(tokens, normalize=True)
+        return features.float().cpu().numpy()
+
+
+def load_encoder(spec: ModelSpec, device: str = "auto") -> Encoder:
+    """Load a model through open_clip's own loaders (hub cache, local files, hf-hub: names)."""
+    open_clip = _open_clip()
+    chosen = pick_device(device)
+    if spec.pretrained_is_file and not os.path.isfile(spec.pretrained or ""):
+        raise WeightsUnavailableError(f"{spec.pretrained}: weights file not found")
+    with _quiet_hub_logging(), _offline_unless_reachable(spec):
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=spec.pretrained, device=chosen
+            )
+            tokenizer = open_clip.get_tokenizer(spec.name)
+        except RuntimeError as exc:
+            if "download" in str(exc).lower() or "offline" in str(exc).lower():
+                raise _weights_unavailable(spec) from exc
+            raise WeightsUnavailableError(f"cannot load {spec.describe()}: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            if spec.pretrained_is_file:
+                raise WeightsUnavailableError(
+                    f"{spec.pretrained}: not a usable checkpoint for {spec.name} ({exc})"
+                ) from exc
+            raise _weights_unavailable(spec) from exc
+    model.eval()
+    scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+    return Encoder(spec, model, preprocess, tokenizer, chosen, scale)
+
+
+def _weights_unavailable(spec: ModelSpec) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"cannot load weights for {spec.describe()}: they are not in the local cache "
+        "(Hugging Face hub cache, ~/.cache/clip) and the model hub could not be reached",
+        hint="run once with network access to cache them, or pass --pretrained /path/to/weights.pt",
+    )
+
+
+@contextmanager
+def _quiet_hub_logging() -> Iterator[None]:
+    """open_clip and huggingface_hub log retries and failures; clipcli reports them itself."""
+    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+@contextmanager
+def _offline_unless_reachable(spec: ModelSpec) -> Iterator[None]:
+    """Use the hub cache only when the hub cannot be reached.
+
+    Without a network, huggingface_hub retries with back-off for about a minute before failing;
+    one quick connection attempt tells us to go straight to the cache instead.
+    """
+    needs_hub = spec.name.startswith(HF_HUB_PREFIX) or (
+        spec.pretrained is not None and not spec.pretrained_is_file
+    )
+    if not needs_hub:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    if not previous and not _reachable(constants.ENDPOINT):
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class EmbeddedBatch:
+    """One batch: embeddings of the files that decoded, reasons for those that did not."""
+
+    paths: list[Path]
+    embeddings: Embeddings
+    failures: list[ImageDecodeError]
+
+
+def embed_files(
+    encoder: Encoder, paths: Sequence[Path], batch_size: int, workers: int | None = None
+) -> Iterator[EmbeddedBatch]:
+    """Decode and preprocess in threads while the model encodes the previous batch."""
+    import torch
+
+    workers = workers or min(4, os.cpu_count() or 1)
+
+    def prepare(path: Path) -> torch.Tensor | ImageDecodeError:
+        try:
+            return encoder.preprocess(load_image(path))
+        except ImageDecodeError as exc:
+            return exc
+
+    batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+
+        def submit(batch: list[Path]) -> list[Future[torch.Tensor | ImageDecodeError]]:
+            return [pool.submit(prepare, path) for path in batch]
+
+        # Two batches decoding ahead of the model keep every core busy without holding many images.
+        ahead = deque(submit(batch) for batch in batches[:2])
+        for i, batch in enumerate(batches):
+            futures = ahead.popleft()
+            if i + 2 < len(batches):
+                ahead.append(submit(batches[i + 2]))
+            prepared = [future.result() for future in futures]
+            good = [
+                (p, t) for p, t in zip(batch, prepared, strict=True) if not isinstance(t, Exception)
+            ]
+            failures = [t for t in prepared if isinstance(t, ImageDecodeError)]
+            embeddings = (
+                encoder.encode_images(torch.stack([t for _, t in good]))
+                if good
+                else np.zeros((0, 0), dtype=np.float32)
+            )
+            yield EmbeddedBatch([p for p, _ in good], embeddings, failures)

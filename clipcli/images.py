@@ -1,0 +1,196 @@
+"""Finding image files under folders and decoding them to RGB, with a user-facing reason on failure.
+
+Nothing here prints or exits: a file that cannot be decoded raises ImageDecodeError, and the
+caller decides whether to skip it, report it, or stop.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import struct
+import warnings
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clipcli.errors import ClipcliError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+)
+
+# What Pillow and its plugins raise for damaged data. Deliberately specific, so that a bug in
+# our own code (TypeError, AttributeError...) keeps its traceback instead of blaming the file.
+_CORRUPT_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+
+# Modes whose samples go beyond 8 bits; Pillow's own convert("RGB") clips them instead of scaling.
+_WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+_BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
+
+
+class ImageDecodeError(ClipcliError):
+    """A file that cannot be decoded as an image; ``reason`` says why in words for the user."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of the image extensions, ignoring case (``IMG_0001.JPG``)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def discover_images(root: Path, *, include_hidden: bool = False) -> list[Path]:
+    """All image files under a folder, recursively, sorted.
+
+    Paths are absolute but symlinks are kept as named, so results match what the user sees.
+    Symlinked folders are followed once each; folders that cannot be read are skipped. A root
+    that does not exist or is not a folder gives an empty list.
+    """
+    found: list[str] = []
+    visited: set[tuple[int, int]] = set()
+    pending = [os.path.abspath(root)]
+    while pending:
+        folder = pending.pop()
+        try:
+            info = os.stat(folder)
+            # A symlink loop, or two links to one folder, leads back to a folder already seen.
+            if (info.st_dev, info.st_ino) in visited:
+                continue
+            visited.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as scan:
+                entries = list(scan)
+        except OSError:
+            continue  # permission denied, vanished while walking, not a folder
+        for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+            if entry.name.startswith(".") and not include_hidden:
+                continue
+            try:
+                if entry.is_dir():
+                    pending.append(entry.path)
+                elif entry.is_file() and is_image_name(entry.name):
+                    found.append(entry.path)
+            except OSError:
+                continue  # e.g. a broken or unreadable symlink
+    return [Path(p) for p in sorted(found)]
+
+
+def expand_paths(paths: Sequence[Path], *, include_hidden: bool = False) -> list[Path]:
+    """Command-line paths to image paths, in input order.
+
+    A folder expands to its images (sorted); a file of any extension, or a path that does not
+    exist, is passed through unchanged so that the caller can report it. A path reached twice
+    (even spelled differently, ``a.jpg`` and ``./a.jpg``) is kept only at its first occurrence.
+    """
+    expanded: list[Path] = []
+    seen: set[str] = set()
+    for path in paths:
+        if os.path.isdir(path):
+            candidates = discover_images(path, include_hidden=include_hidden)
+        else:
+            candidates = [path]
+        for candidate in candidates:
+            key = os.path.abspath(candidate)
+            if key not in seen:
+                seen.add(key)
+                expanded.append(candidate)
+    return expanded
+
+
+def load_image(path: Path) -> Image.Image:
+    """Decode one image to an RGB PIL image, raising ImageDecodeError(path, reason) on failure.
+
+    Applies the EXIF orientation, takes the first frame of animations, scales 16-bit samples to
+    8 bits and puts transparent areas on white. Decoding is complete when this returns, so a
+    truncated file fails here rather than later inside a batch.
+    """
+    # Everything happens with the file open: some plugins read lazily even after load().
+    with _open_for_reading(path) as fp:
+        image = _decode(path, fp)
+        try:
+            return _to_rgb(image)
+        except ValueError:
+            raise ImageDecodeError(path, f"unsupported colour mode {image.mode}") from None
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    # stat before open: opening a FIFO would block, and the checks give clearer reasons.
+    try:
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageDecodeError(path, "is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(path, "not a regular file")
+        if info.st_size == 0:
+            raise ImageDecodeError(path, "empty file (0 bytes)")
+        return open(path, "rb")  # the caller closes it in a with-block
+    except (FileNotFoundError, NotADirectoryError):
+        raise ImageDecodeError(path, "no such file") from None
+    except PermissionError:
+        raise ImageDecodeError(path, "cannot read file (permission denied)") from None
+    except OSError as exc:
+        raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _decode(path: Path, fp: BinaryIO) -> Image.Image:
+    try:
+        # Between 1x and 2x Pillow's pixel limit it only warns; such photos are fine to use.
+        # catch_warnings is process-wide; under threads the worst case is that this one
+        # "ignore" filter stays installed, which is harmless.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(fp)
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(path, _bomb_reason(exc)) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(path, "not an image (unrecognised format)") from None
+    except _CORRUPT_DATA_ERRORS as exc:
+        raise ImageDecodeError(path, f"truncated or corrupt image data ({exc})") from None
+    return _apply_orientation(image)
+
+
+def _apply_orientation(image: Image.Image) -> Image.Image:
+    # Odd maker-note EXIF should not cost the user a photo whose pixels decoded fine.
+    try:
+        return ImageOps.exif_transpose(image)
+    except _CORRUPT_DATA_ERRORS:
+        return image
+
+
+def _bomb_reason(exc: Image.DecompressionBombError) -> str:
+    match = _BOMB_MESSAGE.search(str(exc))
+    if match is None:
+        return f"decompression bomb: {exc}"
+    pixels, limit = match.groups()
+    return f"decompression bomb: {pixels} pixels is over Pillow's limit of {limit}"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in _WIDE_INTEGER_MODES:
+        # 16-bit samples span 0..65535; dividing by 257 maps that range exactly onto 0..255.
+        samples = np.asarray(image, dtype=np.float64) / 257.0
+        grey = np.clip(np.rint(samples), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "F":
+        # Float images have no agreed white point, so stretch what is there.
+        samples = np.asarray(image, dtype=np.float64)
+        low, high = float(samples.min()), float(samples.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        grey = np.rint((samples - low) * scale).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if {"A", "a"} & set(image.getbands()) or "transparency" in image.info:
+        # Composite on white: CLIP sees a transparent logo as it looks on a page, not on black.
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")

@@ -1,0 +1,294 @@
+"""Incremental indexing: bring an index folder's catalog up to date with folders of photos.
+
+A file is unchanged when its (size, mtime) match the catalog; otherwise its content hash decides:
+same hash → unchanged, new hash at a known path → re-encoded, a hash that vanished elsewhere → a
+move (the vector is kept), a hash already indexed → a copy (the vector is reused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from clipcli import vector_index
+from clipcli.catalog import Catalog, CatalogEntry, NewImage
+from clipcli.encoder import ModelSpec, embed_files, load_encoder, resolve_model_spec
+from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
+from clipcli.images import discover_images
+from clipcli.settings import model_choice
+
+LOCK_FILE = "index.lock"
+HASH_CHUNK = 1 << 20
+
+
+class ProgressReporter(Protocol):
+    """How long work reports itself; cli.py draws it, tests may count it."""
+
+    def phase(self, description: str, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+
+class _NoProgress:
+    def phase(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What one `clipcli index` run did; its fields are the --json contract."""
+
+    index: str
+    model: str
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    total: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _FileStat:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class _Plan:
+    unchanged: int = 0
+    touched: list[tuple[int, int, int]] = field(default_factory=list)
+    moves: list[tuple[int, str, int, int]] = field(default_factory=list)
+    removals: list[int] = field(default_factory=list)
+    copies: list[NewImage] = field(default_factory=list)
+    to_encode: list[tuple[_FileStat, str]] = field(default_factory=list)  # (file, sha256)
+    replaced: set[str] = field(default_factory=set)  # paths whose content changed
+    skipped: list[Skipped] = field(default_factory=list)
+    known_bad: set[str] = field(default_factory=set)  # unchanged files that failed before
+
+
+def update_index(
+    roots: Sequence[Path],
+    folder: Path,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    include_hidden: bool = False,
+    reset: bool = False,
+    progress: ProgressReporter | None = None,
+) -> IndexReport:
+    """Index every image under `roots` into `folder`, doing only the work that changed."""
+    started = time.perf_counter()
+    progress = progress or _NoProgress()
+    for root in roots:
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a folder")
+    with _exclusive(folder), Catalog(folder) as catalog:
+        if reset:
+            catalog.clear()
+        spec = _choose_model(catalog, model, pretrained)
+        if catalog.model() is None or catalog.count() == 0:
+            catalog.set_model(spec.name, spec.pretrained)
+        report = IndexReport(index=str(folder), model=spec.name)
+        files = _scan(roots, include_hidden)
+        plan = _plan(files, catalog.entries(), roots, catalog, progress)
+        catalog.touch(plan.touched)
+        catalog.move(plan.moves)
+        catalog.remove(plan.removals)
+        catalog.add(plan.copies)
+        report.skipped = plan.skipped
+        encoded, failed = _encode(plan.to_encode, catalog, spec, device, batch_size, progress)
+        report.skipped += failed
+        catalog.forget_unreadable(plan.known_bad | {s.path for s in failed})
+        # A file that changed into something unreadable must not keep its old vector.
+        stale = {s.path for s in failed} & plan.replaced
+        catalog.remove([e.id for p, e in catalog.entries().items() if p in stale])
+        report.added = len(plan.copies) + sum(1 for p in encoded if p not in plan.replaced)
+        report.updated = sum(1 for p in encoded if p in plan.replaced)
+        report.moved = len(plan.moves)
+        report.removed = len(plan.removals) + len(stale)
+        report.unchanged = plan.unchanged
+        report.total = catalog.count()
+        vector_index.refresh(folder, catalog)
+    report.skipped.sort(key=lambda s: s.path)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _choose_model(catalog: Catalog, model: str | None, pretrained: str | None) -> ModelSpec:
+    """The model asked for; with none asked for, the one the index already uses."""
+    existing = catalog.model()
+    explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
+    if existing and not explicit and catalog.count():
+        return ModelSpec(*existing)
+    spec = resolve_model_spec(*model_choice(model, pretrained))
+    if existing and catalog.count() and (spec.name, spec.pretrained) != existing:
+        have = ModelSpec(*existing).describe()
+        raise ModelMismatchError(
+            f"{catalog.path.parent}: index was built with {have}, not {spec.describe()}",
+            hint="use another --index, or `clipcli index --reset` to re-embed everything",
+        )
+    return spec
+
+
+@contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One writer per index: a second `clipcli index` exits at once instead of interleaving."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; SQLite still serialises the writes
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise IndexBusyError(
+                f"{folder}: another `clipcli index` is updating this index",
+                hint="wait for it to finish, then run again",
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:
+    files: dict[str, _FileStat] = {}
+    for root in roots:
+        for path in discover_images(root, include_hidden=include_hidden):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished since it was listed
+            files[str(path)] = _FileStat(str(path), stat.st_size, stat.st_mtime_ns)
+    return list(files.values())
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_under(path: str, roots: Sequence[Path]) -> bool:
+    return any(path.startswith(os.path.join(os.path.abspath(root), "")) for root in roots)
+
+
+def _plan(
+    files: list[_FileStat],
+    entries: dict[str, CatalogEntry],
+    roots: Sequence[Path],
+    catalog: Catalog,
+    progress: ProgressReporter,
+) -> _Plan:
+    plan = _Plan()
+    changed = []
+    unreadable = catalog.unreadable()
+    for file in files:
+        entry = entries.get(file.path)
+        bad = unreadable.get(file.path)
+        if entry and (entry.size, entry.mtime_ns) == (file.size, file.mtime_ns):
+            plan.unchanged += 1
+        elif bad and bad[:2] == (file.size, file.mtime_ns):
+            plan.known_bad.add(file.path)
+            plan.skipped.append(Skipped(file.path, bad[2]))
+        else:
+            changed.append(file)
+    hashes = _hash_all(changed, plan, progress)
+    present = {f.path for f in files}
+    gone = [
+        e
+        for p, e in entries.items()
+        if p not in present and (_is_under(p, roots) or not os.path.exists(p))
+    ]
+    gone_by_hash: dict[str, list[CatalogEntry]] = defaultdict(list)
+    for entry in gone:
+        gone_by_hash[entry.sha256].append(entry)
+    for file in changed:
+        sha = hashes.get(file.path)
+        if sha is None:
+            continue
+        entry = entries.get(file.path)
+        if entry and entry.sha256 == sha:
+            plan.unchanged += 1
+            plan.touched.append((entry.id, file.size, file.mtime_ns))
+        elif entry:
+            plan.replaced.add(file.path)
+            plan.to_encode.append((file, sha))
+        elif gone_by_hash.get(sha):
+            moved = gone_by_hash[sha].pop()
+            plan.moves.append((moved.id, file.path, file.size, file.mtime_ns))
+        elif (vector := catalog.embedding_for_hash(sha)) is not None:
+            plan.copies.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
+        else:
+            plan.to_encode.append((file, sha))
+    plan.removals = [e.id for entries_ in gone_by_hash.values() for e in entries_]
+    return plan
+
+
+def _hash_all(files: list[_FileStat], plan: _Plan, progress: ProgressReporter) -> dict[str, str]:
+    progress.phase("Checking", len(files))
+    hashes = {}
+    for file in files:
+        try:
+            hashes[file.path] = file_sha256(file.path)
+        except OSError as exc:
+            plan.skipped.append(Skipped(file.path, f"cannot read file ({exc.strerror or exc})"))
+        progress.advance(1)
+    return hashes
+
+
+def _encode(
+    work: list[tuple[_FileStat, str]],
+    catalog: Catalog,
+    spec: ModelSpec,
+    device: str,
+    batch_size: int,
+    progress: ProgressReporter,
+) -> tuple[list[str], list[Skipped]]:
+    """Embed the files in batches, committing each batch: a kill loses at most the one in flight."""
+    if not work:
+        return [], []
+    encoder = load_encoder(spec, device)
+    by_path = {file.path: (file, sha) for file, sha in work}
+    encoded: list[str] = []
+    failed: list[Skipped] = []
+    progress.phase("Embedding", len(work))
+    paths = [Path(file.path) for file, _ in work]
+    for batch in embed_files(encoder, paths, batch_size):
+        new = []
+        for path, vector in zip(batch.paths, batch.embeddings, strict=True):
+            file, sha = by_path[str(path)]
+            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
+        catalog.add(new)
+        bad = [(by_path[str(f.path)][0], f.reason) for f in batch.failures]
+        catalog.set_unreadable([(f.path, f.size, f.mtime_ns, reason) for f, reason in bad])
+        encoded += [image.path for image in new]
+        failed += [Skipped(f.path, reason) for f, reason in bad]
+        progress.advance(len(batch.paths) + len(batch.failures))
+    return encoded, failed

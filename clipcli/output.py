@@ -1,0 +1,138 @@
+"""Rendering results: Rich tables for people, JSON (the documented shapes) for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from clipcli.classifier import Classification
+from clipcli.indexer import IndexReport
+from clipcli.searcher import SearchHit
+
+BAR_WIDTH = 24
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def classifications_json(results: Sequence[Classification]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for result in results:
+        if result.error is not None:
+            out.append({"path": result.path, "error": result.error})
+        else:
+            out.append(
+                {"path": result.path, "predictions": [asdict(p) for p in result.predictions or []]}
+            )
+    return out
+
+
+def index_report_json(report: IndexReport) -> dict[str, Any]:
+    return asdict(report)
+
+
+def search_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
+    return [asdict(hit) for hit in hits]
+
+
+def _bar(fraction: float) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * BAR_WIDTH)
+    return "█" * filled + "░" * (BAR_WIDTH - filled)
+
+
+def render_classifications(console: Console, results: Sequence[Classification]) -> None:
+    for result in results:
+        if result.error is not None:
+            continue  # errors are reported on stderr by the caller
+        table = Table(title=result.path, title_justify="left", show_edge=False)
+        table.add_column("label")
+        table.add_column("probability", justify="right")
+        table.add_column("", no_wrap=True)
+        table.add_column("cosine", justify="right", style="dim")
+        for prediction in result.predictions or []:
+            table.add_row(
+                prediction.label,
+                f"{prediction.score:6.1%}",
+                f"[green]{_bar(prediction.score)}[/green]",
+                f"{prediction.similarity:.3f}",
+            )
+        console.print(table)
+        console.print()
+
+
+def render_search(console: Console, hits: Sequence[SearchHit]) -> None:
+    table = Table(show_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    for hit in hits:
+        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.path)
+    console.print(table)
+
+
+def render_index_report(console: Console, report: IndexReport) -> None:
+    console.print(
+        f"[bold]{report.total}[/bold] images in {report.index} ({report.model}): "
+        f"{report.added} added, {report.updated} updated, {report.moved} moved, "
+        f"{report.removed} removed, {report.unchanged} unchanged, "
+        f"{len(report.skipped)} skipped in {report.seconds:.1f}s"
+    )
+
+
+class RateColumn(ProgressColumn):
+    """Images per second, once Rich has enough samples to estimate it."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:6.1f}/s" if speed else "     ?/s", style="progress.data.speed")
+
+
+class RichProgress:
+    """A progress bar with count, rate and ETA, drawn on stderr (a ProgressReporter)."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def phase(self, description: str, total: int) -> None:
+        if self._task is not None:
+            self._progress.remove_task(self._task)
+        self._task = self._progress.add_task(description, total=total)
+
+    def advance(self, count: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, count)

@@ -1,0 +1,170 @@
+"""Prompt templates and zero-shot label embeddings (open_clip's build_zero_shot_classifier recipe).
+
+A label's embedding is the re-normalised mean of the normalised embeddings of every template filled
+with the label. Embeddings are cached on disk per (model, weights, template set, label), so a repeat
+run with the same labels never touches the text encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clipcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from clipcli.encoder import Embeddings, Encoder
+
+# Installed wheels carry the templates inside the package; a source checkout has them at the top.
+PROMPT_DIRS = (Path(__file__).parent / "prompts", Path(__file__).parent.parent / "prompts")
+TEMPLATE_SUFFIX = ".txt"
+TEXTS_PER_FORWARD = 256
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """Named prompt templates; '{}' stands for the label."""
+
+    name: str
+    templates: tuple[str, ...]
+
+    @property
+    def digest(self) -> str:
+        """Identity of the set's content, so an edited template file gets fresh embeddings."""
+        return hashlib.sha256("\n".join(self.templates).encode()).hexdigest()[:16]
+
+    def fill(self, label: str) -> list[str]:
+        return [template.replace("{}", label) for template in self.templates]
+
+
+def template_names() -> list[str]:
+    """Names accepted by --templates besides file paths."""
+    names = {p.stem for d in PROMPT_DIRS if d.is_dir() for p in d.glob(f"*{TEMPLATE_SUFFIX}")}
+    return sorted(names)
+
+
+def load_templates(name_or_path: str) -> TemplateSet:
+    """A template set by name (a file in prompts/) or from a file path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        for folder in PROMPT_DIRS:
+            candidate = folder / f"{name_or_path}{TEMPLATE_SUFFIX}"
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise UsageError(
+                f"unknown template set '{name_or_path}'",
+                hint=f"use one of {', '.join(template_names())} or a file path",
+            )
+    return TemplateSet(path.stem, parse_template_file(path))
+
+
+def parse_template_file(path: Path) -> tuple[str, ...]:
+    """One template per line; blank lines and '#' comments are ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read template file ({exc})") from exc
+    templates = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.count("{}") != 1:
+            raise UsageError(f"{path}:{number}: a template needs exactly one '{{}}' placeholder")
+        templates.append(line)
+    if not templates:
+        raise UsageError(f"{path}: no templates in file")
+    return tuple(templates)
+
+
+def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
+    """Labels from a comma-separated string and/or a file (one per line), de-duplicated in order."""
+    found: list[str] = []
+    if labels:
+        found += [part.strip() for part in labels.split(",")]
+    if labels_file is not None:
+        try:
+            text = labels_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{labels_file}: cannot read labels file ({exc})") from exc
+        found += [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+    unique = list(dict.fromkeys(label for label in found if label))
+    if not unique:
+        raise UsageError("no labels given", hint='use --labels "cat,dog" or --labels-file FILE')
+    return unique
+
+
+class TextEmbeddingCache:
+    """Label embeddings on disk, keyed by model fingerprint, template digest and label."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS label_embeddings (model TEXT NOT NULL, templates TEXT NOT"
+            " NULL, label TEXT NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (model, templates,"
+            " label))"
+        )
+
+    def get(self, model: str, templates: str, labels: Sequence[str]) -> dict[str, Embeddings]:
+        found: dict[str, Embeddings] = {}
+        rows = self._db.execute(
+            "SELECT label, embedding FROM label_embeddings WHERE model = ? AND templates = ?",
+            (model, templates),
+        )
+        wanted = set(labels)
+        for label, blob in rows:
+            if label in wanted:
+                found[label] = np.frombuffer(blob, dtype="<f4").copy()
+        return found
+
+    def put(self, model: str, templates: str, embeddings: dict[str, Embeddings]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO label_embeddings VALUES (?, ?, ?, ?)",
+                [(model, templates, k, v.astype("<f4").tobytes()) for k, v in embeddings.items()],
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def label_embeddings(
+    encoder: Encoder,
+    labels: Sequence[str],
+    templates: TemplateSet,
+    cache: TextEmbeddingCache | None = None,
+) -> Embeddings:
+    """A [n_labels, dim] matrix of unit-length zero-shot label embeddings."""
+    model_key = encoder.spec.fingerprint
+    cached = cache.get(model_key, templates.digest, labels) if cache else {}
+    missing = [label for label in labels if label not in cached]
+    fresh = _encode_labels(encoder, missing, templates) if missing else {}
+    if cache and fresh:
+        cache.put(model_key, templates.digest, fresh)
+    merged = {**cached, **fresh}
+    return np.stack([merged[label] for label in labels]).astype(np.float32)
+
+
+def _encode_labels(
+    encoder: Encoder, labels: Sequence[str], templates: TemplateSet
+) -> dict[str, Embeddings]:
+    per_label = len(templates.templates)
+    labels_per_forward = max(1, TEXTS_PER_FORWARD // per_label)
+    result: dict[str, Embeddings] = {}
+    for start in range(0, len(labels), labels_per_forward):
+        chunk = labels[start : start + labels_per_forward]
+        texts = [text for label in chunk for text in templates.fill(label)]
+        embedded = encoder.encode_texts(texts).reshape(len(chunk), per_label, -1)
+        means = embedded.mean(axis=1)
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        result.update(zip(chunk, means.astype(np.float32), strict=True))
+    return result

@@ -1,0 +1,68 @@
+"""Search an index by text, by example image, or both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipcli import vector_index
+from clipcli.catalog import CATALOG_FILE, Catalog
+from clipcli.encoder import Embeddings, Encoder, ModelSpec, embed_files, load_encoder
+from clipcli.errors import IndexMissingError, UsageError
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    rank: int
+    path: str
+    score: float
+
+
+def search_index(
+    folder: Path,
+    query: str | None,
+    *,
+    image: Path | None = None,
+    top_k: int = 10,
+    device: str = "auto",
+) -> list[SearchHit]:
+    """The photos nearest to the query, best first; the index's own model embeds the query."""
+    if not query and image is None:
+        raise UsageError("nothing to search for", hint="give a text query or --image PATH")
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, not {top_k}")
+    if not (folder / CATALOG_FILE).is_file():
+        raise IndexMissingError(
+            f"{folder}: no index here", hint="run `clipcli index DIR` first (or pass --index)"
+        )
+    with Catalog(folder, create=False) as catalog:
+        model = catalog.model()
+        if model is None or catalog.count() == 0:
+            raise IndexMissingError(
+                f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"
+            )
+        encoder = load_encoder(ModelSpec(*model), device)
+        vector = _query_vector(encoder, query, image)
+        index = vector_index.refresh(folder, catalog)
+        hits = vector_index.search(index, vector, top_k)
+        paths = catalog.paths_for([hit.id for hit in hits])
+    return [
+        SearchHit(rank, paths[hit.id], hit.score)
+        for rank, hit in enumerate((h for h in hits if h.id in paths), start=1)
+    ]
+
+
+def _query_vector(encoder: Encoder, query: str | None, image: Path | None) -> Embeddings:
+    """Text and image queries each count once: the mean of their unit vectors, re-normalised."""
+    parts = []
+    if query:
+        parts.append(encoder.encode_texts([query])[0])
+    if image is not None:
+        batch = next(embed_files(encoder, [image], batch_size=1))
+        if batch.failures:
+            raise batch.failures[0]
+        parts.append(batch.embeddings[0])
+    combined = np.mean(parts, axis=0)
+    return (combined / np.linalg.norm(combined)).astype(np.float32)
