@@ -169,19 +169,24 @@ def load_encoder(spec: ModelSpec, device: str = "auto") -> Encoder:
                 spec.name, pretrained=spec.pretrained, device=chosen
             )
             tokenizer = open_clip.get_tokenizer(spec.name)
-        except RuntimeError as exc:
-            if "download" in str(exc).lower() or "offline" in str(exc).lower():
-                raise _weights_unavailable(spec) from exc
-            raise WeightsUnavailableError(f"cannot load {spec.describe()}: {exc}") from exc
-        except (OSError, ValueError) as exc:
-            if spec.pretrained_is_file:
-                raise WeightsUnavailableError(
-                    f"{spec.pretrained}: not a usable checkpoint for {spec.name} ({exc})"
-                ) from exc
-            raise _weights_unavailable(spec) from exc
+        except Exception as exc:  # torch, pickle and the hub client each raise their own types
+            raise _load_failure(spec, exc) from exc
     model.eval()
     scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     return Encoder(spec, model, preprocess, tokenizer, chosen, scale)
+
+
+def _load_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:
+    """One line that says which weights failed and why, whatever library raised."""
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if spec.pretrained_is_file:
+        return WeightsUnavailableError(
+            f"{spec.pretrained}: not a usable checkpoint for {spec.name} ({first_line})"
+        )
+    text = str(exc).lower()
+    if "download" in text or "offline" in text or "connection" in text or "cache" in text:
+        return _weights_unavailable(spec)
+    return WeightsUnavailableError(f"cannot load {spec.describe()}: {first_line}")
 
 
 def _weights_unavailable(spec: ModelSpec) -> WeightsUnavailableError:

@@ -1,0 +1,191 @@
+"""`clipcli classify`: JSON contract, input order, error entries and exit codes."""
+
+from __future__ import annotations
+
+import math
+
+from conftest import make_image
+
+
+def test_json_has_one_entry_per_image_in_input_order(cli, model_args, photo_folder, tmp_path):
+    single = make_image(tmp_path / "first.png", "yellow")
+    result, data = cli.json("classify", single, photo_folder, "--labels", "red,green", *model_args)
+    assert result.exit_code == 0, result.stderr
+    expected = [single] + sorted(
+        [
+            photo_folder / "blue.png",
+            photo_folder / "green.jpg",
+            photo_folder / "nested" / "black.bmp",
+            photo_folder / "nested" / "white.webp",
+            photo_folder / "red.png",
+        ],
+        key=str,
+    )
+    assert [entry["path"] for entry in data] == [str(p) for p in expected]
+
+
+def test_predictions_are_best_first_with_probabilities_over_all_labels(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png", "red")
+    labels = "red,green,blue,a cat,a dog"
+    result, data = cli.json("classify", image, "--labels", labels, "--top-k", "5", *model_args)
+    assert result.exit_code == 0
+    predictions = data[0]["predictions"]
+    assert set(predictions[0]) == {"label", "score", "similarity"}
+    assert sorted(p["label"] for p in predictions) == sorted(labels.split(","))
+    scores = [p["score"] for p in predictions]
+    assert scores == sorted(scores, reverse=True)
+    assert math.isclose(sum(scores), 1.0, abs_tol=1e-6)
+    assert all(-1.0 <= p["similarity"] <= 1.0 for p in predictions)
+
+
+def test_top_k_cuts_the_list_but_not_the_softmax(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png", "red")
+    _, full = cli.json("classify", image, "--labels", "red,green,blue,black", *model_args)
+    _, top2 = cli.json(
+        "classify", image, "--labels", "red,green,blue,black", "--top-k", "2", *model_args
+    )
+    assert len(top2[0]["predictions"]) == 2
+    assert top2[0]["predictions"] == full[0]["predictions"][:2]
+
+
+def test_unreadable_and_missing_paths_become_error_entries_and_exit_1(cli, model_args, tmp_path):
+    good = make_image(tmp_path / "good.png", "red")
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a picture")
+    missing = tmp_path / "missing.png"
+    result, data = cli.json("classify", bad, good, missing, "--labels", "red,blue", *model_args)
+    assert result.exit_code == 1
+    assert data[0] == {"path": str(bad), "error": "not an image (unrecognised format)"}
+    assert data[1]["path"] == str(good) and len(data[1]["predictions"]) == 2
+    assert data[2] == {"path": str(missing), "error": "no such file"}
+    assert f"{bad}: not an image" in result.stderr
+    assert f"{missing}: no such file" in result.stderr
+
+
+def test_table_output_names_each_image_and_label(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "pic.png", "red")
+    result = cli("classify", image, "--labels", "sunset,kitten", *model_args)
+    assert result.exit_code == 0
+    assert "pic.png" in result.stdout
+    assert "sunset" in result.stdout and "kitten" in result.stdout
+    assert "%" in result.stdout
+
+
+def test_labels_file_adds_to_labels_ignoring_blanks_comments_and_repeats(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("# animals\ncat\n\ndog\ncat\n")
+    result, data = cli.json(
+        "classify", image, "--labels", "bird", "--labels-file", labels_file, *model_args
+    )
+    assert result.exit_code == 0
+    assert sorted(p["label"] for p in data[0]["predictions"]) == ["bird", "cat", "dog"]
+
+
+def test_no_labels_is_a_usage_error(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    result = cli("classify", image, "--labels", " , ", *model_args)
+    assert result.exit_code == 2
+    assert "no labels given" in result.stderr
+
+
+def test_template_file_and_unknown_template_name(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    templates = tmp_path / "mine.txt"
+    templates.write_text("# my prompts\n\na sketch of a {}.\na {} in the wild\n")
+    ok = cli("classify", image, "--labels", "cat,dog", "--templates", templates, *model_args)
+    assert ok.exit_code == 0, ok.stderr
+    unknown = cli("classify", image, "--labels", "cat", "--templates", "nope", *model_args)
+    assert unknown.exit_code == 2
+    assert "unknown template set 'nope'" in unknown.stderr
+    assert "imagenet" in unknown.stderr
+
+
+def test_template_without_placeholder_names_the_file_and_line(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    templates = tmp_path / "broken.txt"
+    templates.write_text("a photo of a {}.\na photo of nothing\n")
+    result = cli("classify", image, "--labels", "cat", "--templates", templates, *model_args)
+    assert result.exit_code == 2
+    assert f"{templates}:2:" in result.stderr
+
+
+def test_unknown_model_exits_2_with_close_matches(cli, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    result = cli("classify", image, "--labels", "cat", "--model", "ViT-B-23")
+    assert result.exit_code == 2
+    assert "unknown model 'ViT-B-23'" in result.stderr
+    assert "ViT-B-32" in result.stderr
+
+
+def test_unknown_pretrained_tag_exits_2_with_known_tags(cli, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    result = cli(
+        "classify",
+        image,
+        "--labels",
+        "cat",
+        "--model",
+        "ViT-B-32-256",
+        "--pretrained",
+        "no-such-tag",
+    )
+    assert result.exit_code == 2
+    assert "datacomp_s34b_b86k" in result.stderr
+
+
+def test_missing_checkpoint_file_is_named(cli, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    missing = tmp_path / "weights" / "missing.pt"
+    result = cli(
+        "classify", image, "--labels", "cat", "--model", "clipcli-shapes", "--pretrained", missing
+    )
+    assert result.exit_code == 2
+    assert str(missing) in result.stderr
+
+
+def test_model_comes_from_the_environment(cli, random_checkpoint, tmp_path, monkeypatch):
+    image = make_image(tmp_path / "a.png")
+    monkeypatch.setenv("CLIPCLI_MODEL", "clipcli-shapes")
+    monkeypatch.setenv("CLIPCLI_PRETRAINED", str(random_checkpoint))
+    result, data = cli.json("classify", image, "--labels", "cat,dog")
+    assert result.exit_code == 0, result.stderr
+    assert len(data[0]["predictions"]) == 2
+
+
+def test_errors_are_one_line_without_traceback(cli, tmp_path):
+    image = make_image(tmp_path / "a.png")
+    result = cli("classify", image, "--labels", "cat", "--model", "nonsense-model")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_documented_flags(cli):
+    result = cli("classify", "--help")
+    for flag in [
+        "--labels",
+        "--labels-file",
+        "--templates",
+        "--top-k",
+        "--json",
+        "--model",
+        "--pretrained",
+        "--device",
+        "--batch-size",
+    ]:
+        assert flag in result.stdout
+
+
+def test_batch_size_does_not_change_results(cli, model_args, photo_folder):
+    _, one = cli.json(
+        "classify", photo_folder, "--labels", "red,blue", "--batch-size", "1", *model_args
+    )
+    _, many = cli.json(
+        "classify", photo_folder, "--labels", "red,blue", "--batch-size", "64", *model_args
+    )
+    for a, b in zip(one, many, strict=True):
+        assert a["path"] == b["path"]
+        for pa, pb in zip(a["predictions"], b["predictions"], strict=True):
+            assert pa["label"] == pb["label"]
+            assert abs(pa["similarity"] - pb["similarity"]) < 1e-5

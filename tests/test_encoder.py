@@ -1,0 +1,94 @@
+"""Model and weight resolution, and the messages a user sees when weights cannot be had."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import make_image
+
+from clipcli import encoder as encoder_module
+from clipcli.encoder import BUNDLED_WEIGHTS, ModelSpec, load_encoder, resolve_model_spec
+from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
+from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED, model_choice
+
+
+def test_default_model_is_the_strong_photo_model():
+    assert model_choice(None, None) == (DEFAULT_MODEL, None)
+    spec = resolve_model_spec(DEFAULT_MODEL, None)
+    assert (spec.name, spec.pretrained) == ("ViT-B-32-256", "datacomp_s34b_b86k")
+
+
+def test_environment_pretrained_only_pairs_with_environment_model(monkeypatch):
+    monkeypatch.setenv("CLIPCLI_MODEL", "ViT-B-32")
+    monkeypatch.setenv("CLIPCLI_PRETRAINED", "laion2b_s34b_b79k")
+    assert model_choice(None, None) == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert model_choice("RN50", None) == ("RN50", None)
+
+
+def test_a_model_without_pretrained_gets_its_first_published_weights():
+    assert resolve_model_spec("RN50", None).pretrained == "openai"
+
+
+def test_bundled_model_needs_no_pretrained():
+    spec = resolve_model_spec("clipcli-shapes", None)
+    assert spec.pretrained == str(BUNDLED_WEIGHTS["clipcli-shapes"])
+
+
+def test_hf_hub_names_pass_through_to_open_clip():
+    assert resolve_model_spec("hf-hub:org/repo", None) == ModelSpec("hf-hub:org/repo", None)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UnknownModelError) as caught:
+        resolve_model_spec("ViT-B-32-265", None)
+    assert "ViT-B-32-256" in (caught.value.hint or "")
+
+
+def test_checkpoint_paths_become_absolute(random_checkpoint, monkeypatch):
+    monkeypatch.chdir(random_checkpoint.parent)
+    spec = resolve_model_spec("clipcli-shapes", random_checkpoint.name)
+    assert spec.pretrained == str(random_checkpoint)
+
+
+def test_unavailable_weights_fail_fast_with_a_fix(monkeypatch, tmp_path):
+    """No network and an empty cache: one message saying what was tried and how to fix it."""
+    monkeypatch.setattr(encoder_module, "_reachable", lambda *a, **k: False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    with pytest.raises(WeightsUnavailableError) as caught:
+        load_encoder(ModelSpec(DEFAULT_MODEL, DEFAULT_PRETRAINED), "cpu")
+    message = f"{caught.value.message}; {caught.value.hint}"
+    assert "ViT-B-32-256 (datacomp_s34b_b86k)" in message
+    assert "not in the local cache" in message
+    assert "--pretrained /path/to/weights.pt" in message
+    assert caught.value.exit_code == 1
+
+
+def test_cli_reports_unavailable_weights_as_one_line_exit_1(cli, monkeypatch, tmp_path):
+    monkeypatch.setattr(encoder_module, "_reachable", lambda *a, **k: False)
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    image = make_image(tmp_path / "a.png")
+    result = cli("classify", image, "--labels", "cat,dog")
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert "run once with network access" in result.stderr
+
+
+def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError) as caught:
+        load_encoder(ModelSpec("clipcli-shapes", str(bogus)), "cpu")
+    assert str(bogus) in caught.value.message
+
+
+def test_unavailable_device_is_a_usage_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UsageError, match="not available"):
+        load_encoder(ModelSpec("clipcli-shapes", None), "cuda")

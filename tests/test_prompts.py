@@ -1,0 +1,98 @@
+"""Template sets, label parsing and the on-disk label embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TEST_MODEL
+
+from clipcli.encoder import ModelSpec, load_encoder
+from clipcli.errors import UsageError
+from clipcli.prompts import (
+    TemplateSet,
+    TextEmbeddingCache,
+    label_embeddings,
+    load_templates,
+    parse_labels,
+    template_names,
+)
+
+
+@pytest.fixture(scope="module")
+def encoder(random_checkpoint):
+    return load_encoder(ModelSpec(TEST_MODEL, str(random_checkpoint)), "cpu")
+
+
+def test_default_and_imagenet_sets_ship_with_clipcli():
+    assert {"default", "imagenet"} <= set(template_names())
+    assert load_templates("default").templates == ("a photo of a {}.",)
+
+
+def test_template_file_ignores_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("# heading\n\n  a {} at night  \n# another\nan origami {}.\n")
+    assert load_templates(str(path)).templates == ("a {} at night", "an origami {}.")
+
+
+def test_empty_template_file_is_refused(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("# nothing here\n")
+    with pytest.raises(UsageError, match="no templates"):
+        load_templates(str(path))
+
+
+def test_labels_are_trimmed_and_deduplicated_in_order():
+    assert parse_labels(" cat , dog,cat,,bird ", None) == ["cat", "dog", "bird"]
+
+
+def test_label_embedding_is_the_renormalised_mean_over_templates(encoder):
+    templates = TemplateSet("two", ("a photo of a {}.", "a drawing of a {}."))
+    got = label_embeddings(encoder, ["cat"], templates)[0]
+    each = encoder.encode_texts(["a photo of a cat.", "a drawing of a cat."])
+    mean = each.mean(axis=0)
+    np.testing.assert_allclose(got, mean / np.linalg.norm(mean), atol=1e-6)
+    assert np.linalg.norm(got) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_cached_labels_skip_the_text_encoder(encoder, tmp_path, monkeypatch):
+    cache = TextEmbeddingCache(tmp_path / "cache.sqlite3")
+    templates = load_templates("imagenet")
+    first = label_embeddings(encoder, ["cat", "dog"], templates, cache)
+
+    calls = []
+    original = encoder.encode_texts
+    monkeypatch.setattr(
+        encoder, "encode_texts", lambda texts: calls.append(texts) or original(texts)
+    )
+    again = label_embeddings(encoder, ["dog", "cat"], templates, cache)
+    assert calls == []
+    np.testing.assert_array_equal(again, first[::-1])
+
+    label_embeddings(encoder, ["cat", "bird"], templates, cache)
+    assert [len(texts) for texts in calls] == [80]  # only "bird" was encoded
+
+
+def test_cache_is_keyed_by_template_content(encoder, tmp_path):
+    cache = TextEmbeddingCache(tmp_path / "cache.sqlite3")
+    a = label_embeddings(encoder, ["cat"], TemplateSet("x", ("a photo of a {}.",)), cache)
+    b = label_embeddings(encoder, ["cat"], TemplateSet("x", ("a sketch of a {}.",)), cache)
+    assert not np.allclose(a, b)
+
+
+def test_cache_is_keyed_by_checkpoint_file(tmp_path, random_checkpoint):
+    import shutil
+
+    import open_clip
+    import torch
+
+    other = tmp_path / "other.pt"
+    shutil.copy(random_checkpoint, other)
+    first = ModelSpec(TEST_MODEL, str(random_checkpoint)).fingerprint
+    assert ModelSpec(TEST_MODEL, str(other)).fingerprint != first
+
+    torch.manual_seed(1)
+    torch.save(open_clip.create_model(TEST_MODEL).state_dict(), other)
+    before = ModelSpec(TEST_MODEL, str(other)).fingerprint
+    torch.manual_seed(2)
+    torch.save(open_clip.create_model(TEST_MODEL).state_dict(), other)
+    assert ModelSpec(TEST_MODEL, str(other)).fingerprint != before

@@ -1,0 +1,83 @@
+"""`clipcli search`: by text, by example image, or both, with the index's own model."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def indexed(cli, model_args, photo_folder, tmp_path):
+    index = tmp_path / "index"
+    result = cli("index", photo_folder, "--index", index, *model_args)
+    assert result.exit_code == 0, result.stderr
+    return index
+
+
+def test_json_lists_ranked_hits_with_cosine_scores(cli, indexed):
+    result, hits = cli.json("search", "a red square", "--index", indexed, "--top-k", "3")
+    assert result.exit_code == 0, result.stderr
+    assert [set(h) for h in hits] == [{"rank", "path", "score"}] * 3
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert all(-1.0 <= h["score"] <= 1.0 for h in hits)
+
+
+def test_top_k_larger_than_the_index_returns_every_photo_once(cli, indexed, photo_folder):
+    _, hits = cli.json("search", "anything", "--index", indexed, "--top-k", "50")
+    assert sorted(h["path"] for h in hits) == sorted(
+        str(p) for p in photo_folder.rglob("*") if p.is_file()
+    )
+
+
+def test_an_indexed_image_finds_itself_first(cli, indexed, photo_folder):
+    target = photo_folder / "nested" / "white.webp"
+    result, hits = cli.json("search", "--image", target, "--index", indexed)
+    assert result.exit_code == 0, result.stderr
+    assert hits[0]["path"] == str(target)
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_text_and_image_together_mix_both_queries(cli, indexed, photo_folder):
+    target = photo_folder / "blue.png"
+    _, by_image = cli.json("search", "--image", target, "--index", indexed, "--top-k", "5")
+    _, by_text = cli.json("search", "a kitten", "--index", indexed, "--top-k", "5")
+    _, both = cli.json("search", "a kitten", "--image", target, "--index", indexed, "--top-k", "5")
+    image_scores = {h["path"]: h["score"] for h in by_image}
+    text_scores = {h["path"]: h["score"] for h in by_text}
+    # The mixed query is (text + image) / |text + image|: every score is the sum of the two
+    # single-query scores divided by one and the same norm.
+    norms = [(text_scores[h["path"]] + image_scores[h["path"]]) / h["score"] for h in both]
+    assert max(norms) - min(norms) < 1e-3
+    assert 0.0 < norms[0] <= 2.0 + 1e-6
+
+
+def test_search_uses_the_index_model_from_the_environment_index(cli, indexed, monkeypatch):
+    monkeypatch.setenv("CLIPCLI_INDEX", str(indexed))
+    result, hits = cli.json("search", "a horse", "--top-k", "2")
+    assert result.exit_code == 0, result.stderr
+    assert len(hits) == 2
+
+
+def test_a_bad_example_image_is_named(cli, indexed, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"")
+    result = cli("search", "--image", bad, "--index", indexed)
+    assert result.exit_code == 1
+    assert f"{bad}: empty file (0 bytes)" in result.stderr
+
+
+def test_nothing_to_search_for_is_a_usage_error(cli, indexed):
+    result = cli("search", "--index", indexed)
+    assert result.exit_code == 2
+    assert "nothing to search for" in result.stderr
+
+
+def test_table_output_shows_paths(cli, indexed, photo_folder):
+    result = cli("search", "a green circle", "--index", indexed, "--top-k", "5")
+    assert result.exit_code == 0
+    assert "red.png" in result.stdout and "green.jpg" in result.stdout
+
+
+def test_missing_index_points_to_clipcli_index(cli, tmp_path):
+    result = cli("search", "a horse", "--index", tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert "clipcli index" in result.stderr
