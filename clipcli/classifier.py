@@ -8,6 +8,7 @@ from pathlib import Path
 
 from clipcli.encoder import embed_files, load_encoder, resolve_model_spec
 from clipcli.images import ImageDecodeError, expand_paths
+from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
 from clipcli.scorer import Prediction, rank_labels
 from clipcli.settings import cache_dir, model_choice
@@ -34,6 +35,7 @@ def classify_paths(
     device: str = "auto",
     batch_size: int = 32,
     top_k: int | None = None,
+    progress: ProgressReporter | None = None,
 ) -> list[Classification]:
     """Classify files and folders (expanded, sorted); results come back in input order."""
     files = expand_paths(paths)
@@ -45,7 +47,10 @@ def classify_paths(
     finally:
         cache.close()
     results: dict[Path, Classification] = {}
+    progress = progress or NoProgress()
+    progress.phase("Classifying", len(files))
     for batch in embed_files(encoder, files, batch_size):
+        progress.advance(len(batch.paths) + len(batch.failures))
         ranked = rank_labels(batch.embeddings, text, labels, encoder.logit_scale, top_k)
         for path, predictions in zip(batch.paths, ranked, strict=True):
             results[path] = Classification(str(path), predictions)

@@ -135,16 +135,18 @@ def classify(
 
     label_list = parse_labels(labels, labels_file)
     template_set = load_templates(templates)
-    results = classify_paths(
-        paths,
-        label_list,
-        template_set,
-        model=model,
-        pretrained=pretrained,
-        device=device,
-        batch_size=batch_size,
-        top_k=top_k,
-    )
+    with output.progress_for(stderr, enabled=not json_output) as progress:
+        results = classify_paths(
+            paths,
+            label_list,
+            template_set,
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            batch_size=batch_size,
+            top_k=top_k,
+            progress=progress,
+        )
     if json_output:
         print(output.to_json(output.classifications_json(results)))
     else:
@@ -178,20 +180,18 @@ def index(
     from clipcli.indexer import update_index
     from clipcli.settings import index_dir as resolve_index
 
-    options = {
-        "model": model,
-        "pretrained": pretrained,
-        "device": device,
-        "batch_size": batch_size,
-        "include_hidden": hidden,
-        "reset": reset,
-    }
-    folder = resolve_index(index_dir)
-    if json_output or not stderr.is_terminal:
-        report = update_index(folders, folder, **options)  # type: ignore[arg-type]
-    else:
-        with output.RichProgress(stderr) as progress:
-            report = update_index(folders, folder, progress=progress, **options)  # type: ignore[arg-type]
+    with output.progress_for(stderr, enabled=not json_output) as progress:
+        report = update_index(
+            folders,
+            resolve_index(index_dir),
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            batch_size=batch_size,
+            include_hidden=hidden,
+            reset=reset,
+            progress=progress,
+        )
     if json_output:
         print(output.to_json(output.index_report_json(report)))
     else:

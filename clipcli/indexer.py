@@ -15,33 +15,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from clipcli import vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ModelSpec, embed_files, load_encoder, resolve_model_spec
 from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
+from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import model_choice
 
 LOCK_FILE = "index.lock"
 HASH_CHUNK = 1 << 20
-
-
-class ProgressReporter(Protocol):
-    """How long work reports itself; cli.py draws it, tests may count it."""
-
-    def phase(self, description: str, total: int) -> None: ...
-
-    def advance(self, count: int) -> None: ...
-
-
-class _NoProgress:
-    def phase(self, description: str, total: int) -> None:
-        pass
-
-    def advance(self, count: int) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -100,7 +84,7 @@ def update_index(
 ) -> IndexReport:
     """Index every image under `roots` into `folder`, doing only the work that changed."""
     started = time.perf_counter()
-    progress = progress or _NoProgress()
+    progress = progress or NoProgress()
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")

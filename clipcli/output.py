@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -24,6 +25,7 @@ from rich.text import Text
 
 from clipcli.classifier import Classification
 from clipcli.indexer import IndexReport
+from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.searcher import SearchHit
 
 BAR_WIDTH = 24
@@ -95,6 +97,16 @@ def render_index_report(console: Console, report: IndexReport) -> None:
         f"{report.removed} removed, {report.unchanged} unchanged, "
         f"{len(report.skipped)} skipped in {report.seconds:.1f}s"
     )
+
+
+@contextmanager
+def progress_for(console: Console, *, enabled: bool) -> Iterator[ProgressReporter]:
+    """A live progress bar on an interactive stderr, nothing otherwise (pipes, CI, --json)."""
+    if not (enabled and console.is_terminal):
+        yield NoProgress()
+        return
+    with RichProgress(console) as progress:
+        yield progress
 
 
 class RateColumn(ProgressColumn):
