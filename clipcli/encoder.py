@@ -190,9 +190,11 @@ def _load_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:
 
 
 def _weights_unavailable(spec: ModelSpec) -> WeightsUnavailableError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    why = "HF_HUB_OFFLINE is set" if offline else "the model hub could not be reached"
     return WeightsUnavailableError(
         f"cannot load weights for {spec.describe()}: they are not in the local cache "
-        "(Hugging Face hub cache, ~/.cache/clip) and the model hub could not be reached",
+        f"(Hugging Face hub cache, ~/.cache/clip) and {why}",
         hint="run once with network access to cache them, or pass --pretrained /path/to/weights.pt",
     )
 

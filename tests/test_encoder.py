@@ -92,3 +92,16 @@ def test_unavailable_device_is_a_usage_error():
         pytest.skip("this machine has CUDA")
     with pytest.raises(UsageError, match="not available"):
         load_encoder(ModelSpec("clipcli-shapes", None), "cuda")
+
+
+def test_hf_hub_model_offline_names_the_setting(cli, monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    image = make_image(tmp_path / "a.png")
+    result = cli("classify", image, "--labels", "cat", "--model", "hf-hub:org/clip-model")
+    assert result.exit_code == 1
+    assert "hf-hub:org/clip-model" in result.stderr
+    assert "HF_HUB_OFFLINE is set" in result.stderr
