@@ -139,6 +139,12 @@ class Encoder:
     device: str
     logit_scale: float = field(default=100.0)
 
+    @property
+    def input_size(self) -> int:
+        """The shorter side the model's preprocessing resizes to (decoders may stop there)."""
+        size = getattr(self.model.visual, "image_size", 224)
+        return int(min(size) if isinstance(size, (tuple, list)) else size)
+
     def encode_images(self, batch: torch.Tensor) -> Embeddings:
         """L2-normalised image embeddings for a preprocessed batch."""
         import torch
@@ -266,7 +272,7 @@ def embed_files(
 
     def prepare(path: Path) -> torch.Tensor | ImageDecodeError:
         try:
-            return encoder.preprocess(load_image(path))
+            return encoder.preprocess(load_image(path, min_size=encoder.input_size))
         except ImageDecodeError as exc:
             return exc
 

@@ -380,3 +380,26 @@ def test_expand_passes_hidden_choice_to_folders(tmp_path: Path) -> None:
     touch_image(tmp_path / ".secret.png")
     assert expand_paths([tmp_path]) == []
     assert expand_paths([tmp_path], include_hidden=True) == [tmp_path / ".secret.png"]
+
+
+def test_large_jpeg_decodes_at_reduced_scale_but_never_below_min_size(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 1000), (200, 30, 30)).save(path, quality=90)
+    reduced = load_image(path, min_size=224)
+    assert reduced.size == (400, 250)  # DCT scale 1/4: 1/8 would make the short side 125
+    assert reduced.getpixel((200, 125)) == pytest.approx((200, 30, 30), abs=3)
+    assert load_image(path).size == (1600, 1000)
+
+
+def test_exif_rotation_still_applies_to_reduced_decodes(tmp_path: Path) -> None:
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait
+    Image.new("RGB", (1600, 800), "blue").save(path, exif=exif)
+    assert load_image(path, min_size=100).size == (100, 200)  # 1/8 scale, then turned
+
+
+def test_min_size_leaves_other_formats_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    Image.new("RGB", (1600, 1000), "green").save(path)
+    assert load_image(path, min_size=224).size == (1600, 1000)
