@@ -1,0 +1,360 @@
+"""Specification of the SQLite catalog: schema migrations, writes, the generation counter, blobs."""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipcli.catalog import (
+    CATALOG_FILE,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Catalog,
+    NewImage,
+    from_blob,
+    to_blob,
+)
+from clipcli.errors import ClipcliError
+
+DIM = 8
+
+
+def vector(seed: int) -> np.ndarray:
+    """A deterministic unit vector; the catalog stores whatever dimension it is given."""
+    values = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return values / np.linalg.norm(values)
+
+
+def new_image(path: str, sha256: str, seed: int = 0, size: int = 100) -> NewImage:
+    return NewImage(path, size, 1_000 + seed, sha256, vector(seed))
+
+
+@contextmanager
+def raw(folder: Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection, to check what is on disk rather than what the class reports."""
+    db = sqlite3.connect(folder / CATALOG_FILE)
+    try:
+        with db:  # commits what the block wrote
+            yield db
+    finally:
+        db.close()
+
+
+def user_version(folder: Path) -> int:
+    with raw(folder) as db:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def stored_rows(folder: Path) -> dict[str, tuple[int, int, int, str, bytes]]:
+    """path -> (id, size, mtime_ns, sha256, embedding blob), straight from the images table."""
+    with raw(folder) as db:
+        rows = db.execute("SELECT path, id, size, mtime_ns, sha256, embedding FROM images")
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return tmp_path / "index"
+
+
+@pytest.fixture
+def catalog(folder: Path):
+    with Catalog(folder) as opened:
+        yield opened
+
+
+# --- schema and migrations ------------------------------------------------------------------------
+
+
+def test_fresh_catalog_is_created_at_the_latest_schema_version(folder: Path) -> None:
+    with Catalog(folder) as catalog:
+        assert catalog.count() == 0
+        assert catalog.model() is None
+        assert catalog.generation == 0
+
+    assert (folder / CATALOG_FILE).is_file()
+    assert user_version(folder) == SCHEMA_VERSION == len(MIGRATIONS)
+    with raw(folder) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"meta", "images", "unreadable"} <= tables
+
+
+def test_reopening_keeps_contents_and_does_not_migrate_again(folder: Path) -> None:
+    with Catalog(folder) as catalog:
+        catalog.set_model("clipcli-shapes", "/weights/a.pt")
+        catalog.add([new_image("/photos/a.png", "aaa")])
+
+    with Catalog(folder) as again:
+        assert again.count() == 1
+        assert again.model() == ("clipcli-shapes", "/weights/a.pt")
+    assert user_version(folder) == SCHEMA_VERSION
+
+
+def test_catalog_at_an_older_version_is_upgraded_in_place_keeping_its_images(
+    folder: Path,
+) -> None:
+    folder.mkdir()
+    with raw(folder) as db:
+        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at)"
+            " VALUES ('/photos/old.png', 10, 20, 'old', ?, 0)",
+            (to_blob(vector(1)),),
+        )
+
+    with Catalog(folder) as catalog:
+        assert list(catalog.entries()) == ["/photos/old.png"]
+        catalog.set_unreadable([("/photos/bad.png", 0, 5, "empty file (0 bytes)")])
+        assert catalog.unreadable() == {"/photos/bad.png": (0, 5, "empty file (0 bytes)")}
+    assert user_version(folder) == SCHEMA_VERSION
+
+
+def test_catalog_from_a_newer_clipcli_is_refused_without_migrating_it(folder: Path) -> None:
+    folder.mkdir()
+    with raw(folder) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+
+    with pytest.raises(ClipcliError) as caught:
+        Catalog(folder)
+
+    assert "newer" in caught.value.message
+    assert caught.value.hint is not None and "upgrade" in caught.value.hint
+    assert user_version(folder) == SCHEMA_VERSION + 1
+    with raw(folder) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+def test_file_that_is_not_sqlite_is_reported_as_an_unreadable_catalog(folder: Path) -> None:
+    folder.mkdir()
+    (folder / CATALOG_FILE).write_bytes(b"this is not a database, just some text" * 100)
+
+    with pytest.raises(ClipcliError) as caught:
+        Catalog(folder)
+
+    assert "not a readable clipcli catalog" in caught.value.message
+
+
+# --- model metadata -------------------------------------------------------------------------------
+
+
+def test_model_and_pretrained_are_stored_in_meta(folder: Path) -> None:
+    with Catalog(folder) as catalog:
+        catalog.set_model("clipcli-shapes", "/weights/a.pt")
+    with raw(folder) as db:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    assert meta["model"] == "clipcli-shapes"
+    assert meta["pretrained"] == "/weights/a.pt"
+
+
+def test_model_without_pretrained_weights_reads_back_as_none(catalog: Catalog) -> None:
+    catalog.set_model("hf-hub:org/repo", None)
+    assert catalog.model() == ("hf-hub:org/repo", None)
+
+
+# --- embeddings as blobs --------------------------------------------------------------------------
+
+
+def test_embedding_is_stored_as_little_endian_float32_blob(folder: Path, catalog: Catalog) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa", seed=3)])
+
+    blob = stored_rows(folder)["/photos/a.png"][4]
+
+    assert len(blob) == DIM * 4
+    assert blob == struct.pack(f"<{DIM}f", *vector(3))
+    np.testing.assert_array_equal(from_blob(blob), vector(3))
+
+
+def test_to_blob_writes_little_endian_float32_whatever_the_input_dtype() -> None:
+    values = [1.5, -2.25, 0.0]
+    expected = struct.pack("<3f", *values)
+    assert to_blob(np.array(values, dtype=">f4")) == expected
+    assert to_blob(np.array(values, dtype=np.float64)) == expected
+    assert from_blob(expected).dtype == np.float32
+
+
+# --- writes ---------------------------------------------------------------------------------------
+
+
+def test_add_records_path_stats_hash_and_vector(catalog: Catalog) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa", seed=1), new_image("/photos/b.png", "bbb", 2)])
+
+    entries = catalog.entries()
+    assert catalog.count() == 2
+    assert set(entries) == {"/photos/a.png", "/photos/b.png"}
+    a = entries["/photos/a.png"]
+    assert (a.path, a.size, a.mtime_ns, a.sha256) == ("/photos/a.png", 100, 1_001, "aaa")
+    np.testing.assert_array_equal(catalog.embedding_for_hash("bbb"), vector(2))
+    assert catalog.embedding_for_hash("unknown") is None
+
+
+def test_adding_a_known_path_again_replaces_it_in_place(folder: Path, catalog: Catalog) -> None:
+    catalog.add([new_image("/photos/a.png", "old", seed=1)])
+    first_id = catalog.entries()["/photos/a.png"].id
+
+    catalog.add([new_image("/photos/a.png", "new", seed=2, size=200)])
+
+    entry = catalog.entries()["/photos/a.png"]
+    assert catalog.count() == 1
+    assert (entry.id, entry.sha256, entry.size) == (first_id, "new", 200)
+    assert stored_rows(folder)["/photos/a.png"][4] == to_blob(vector(2))
+
+
+def test_a_failing_add_commits_nothing(catalog: Catalog) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa")])
+    generation = catalog.generation
+    broken = NewImage(None, 1, 1, "ccc", vector(3))  # type: ignore[arg-type]  # path NOT NULL
+
+    with pytest.raises(sqlite3.IntegrityError):
+        catalog.add([new_image("/photos/b.png", "bbb"), broken])
+
+    assert set(catalog.entries()) == {"/photos/a.png"}
+    assert catalog.generation == generation
+
+
+def test_move_gives_a_new_path_and_stats_keeping_id_and_vector(
+    folder: Path, catalog: Catalog
+) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa", seed=1)])
+    before = stored_rows(folder)["/photos/a.png"]
+
+    catalog.move([(before[0], "/photos/2020/renamed.png", 123, 456)])
+
+    rows = stored_rows(folder)
+    assert list(rows) == ["/photos/2020/renamed.png"]
+    assert rows["/photos/2020/renamed.png"] == (before[0], 123, 456, "aaa", before[4])
+
+
+def test_touch_records_new_stats_without_changing_hash_or_vector(
+    folder: Path, catalog: Catalog
+) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa", seed=1)])
+    id_, _, _, sha, blob = stored_rows(folder)["/photos/a.png"]
+
+    catalog.touch([(id_, 100, 999_999)])
+
+    assert stored_rows(folder)["/photos/a.png"] == (id_, 100, 999_999, sha, blob)
+
+
+def test_remove_forgets_entries_and_their_vectors(catalog: Catalog) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa", 1), new_image("/photos/b.png", "bbb", 2)])
+
+    catalog.remove([catalog.entries()["/photos/a.png"].id])
+
+    assert set(catalog.entries()) == {"/photos/b.png"}
+    assert catalog.embedding_for_hash("aaa") is None
+
+
+def test_vectors_lists_ids_in_order_with_their_embeddings(catalog: Catalog) -> None:
+    catalog.add([new_image(f"/photos/{n}.png", f"h{n}", seed=n) for n in range(3)])
+    seed_by_id = {e.id: int(e.sha256[1:]) for e in catalog.entries().values()}
+
+    ids, vectors = catalog.vectors()
+
+    assert ids.dtype == np.int64
+    assert list(ids) == sorted(seed_by_id)
+    assert vectors.shape == (3, DIM)
+    for row, id_ in zip(vectors, ids, strict=True):
+        np.testing.assert_array_equal(row, vector(seed_by_id[int(id_)]))
+
+
+def test_paths_for_maps_ids_back_to_paths(catalog: Catalog) -> None:
+    catalog.add([new_image(f"/photos/{n}.png", f"h{n}", seed=n) for n in range(3)])
+    ids = {entry.id: path for path, entry in catalog.entries().items()}
+    wanted = sorted(ids)[1:]
+
+    assert catalog.paths_for(wanted) == {id_: ids[id_] for id_ in wanted}
+
+
+def test_empty_catalog_has_no_vectors(catalog: Catalog) -> None:
+    ids, vectors = catalog.vectors()
+    assert ids.shape == (0,)
+    assert vectors.shape == (0, 0)
+
+
+# --- generation -----------------------------------------------------------------------------------
+
+
+def test_every_write_to_the_vectors_bumps_the_generation(catalog: Catalog) -> None:
+    seen = [catalog.generation]
+    catalog.add([new_image("/photos/a.png", "aaa"), new_image("/photos/b.png", "bbb", 1)])
+    seen.append(catalog.generation)
+    entries = catalog.entries()
+    catalog.move([(entries["/photos/a.png"].id, "/photos/moved.png", 1, 1)])
+    seen.append(catalog.generation)
+    catalog.remove([entries["/photos/b.png"].id])
+    seen.append(catalog.generation)
+    catalog.clear()
+    seen.append(catalog.generation)
+
+    assert seen == sorted(set(seen)), f"generation must strictly increase, got {seen}"
+
+
+def test_empty_writes_leave_the_generation_alone(catalog: Catalog) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa")])
+    generation = catalog.generation
+
+    catalog.add([])
+    catalog.move([])
+    catalog.remove([])
+    catalog.touch([])
+
+    assert catalog.generation == generation
+
+
+def test_generation_survives_reopening(folder: Path) -> None:
+    with Catalog(folder) as catalog:
+        catalog.add([new_image("/photos/a.png", "aaa")])
+        generation = catalog.generation
+    with Catalog(folder) as again:
+        assert again.generation == generation >= 1
+
+
+# --- clear and unreadable files -------------------------------------------------------------------
+
+
+def test_clear_forgets_images_unreadable_files_and_model_but_not_the_generation(
+    catalog: Catalog,
+) -> None:
+    catalog.set_model("clipcli-shapes", "/weights/a.pt")
+    catalog.add([new_image("/photos/a.png", "aaa")])
+    catalog.set_unreadable([("/photos/bad.jpg", 3, 4, "not an image (unrecognised format)")])
+    generation = catalog.generation
+
+    catalog.clear()
+
+    assert catalog.count() == 0
+    assert catalog.unreadable() == {}
+    assert catalog.model() is None
+    # Never back to an old number: a FAISS stamp from before the clear must not look fresh.
+    assert catalog.generation > generation
+
+
+def test_unreadable_files_are_recorded_with_stats_and_reason(catalog: Catalog) -> None:
+    catalog.set_unreadable(
+        [
+            ("/photos/empty.png", 0, 11, "empty file (0 bytes)"),
+            ("/photos/notes.jpg", 42, 12, "not an image (unrecognised format)"),
+        ]
+    )
+    catalog.set_unreadable([("/photos/empty.png", 0, 13, "empty file (0 bytes)")])
+
+    assert catalog.unreadable() == {
+        "/photos/empty.png": (0, 13, "empty file (0 bytes)"),
+        "/photos/notes.jpg": (42, 12, "not an image (unrecognised format)"),
+    }
+
+
+def test_forget_unreadable_keeps_only_the_files_still_bad(catalog: Catalog) -> None:
+    catalog.set_unreadable(
+        [("/photos/a.jpg", 1, 1, "empty file (0 bytes)"), ("/photos/b.jpg", 2, 2, "corrupt")]
+    )
+
+    catalog.forget_unreadable({"/photos/b.jpg"})
+
+    assert catalog.unreadable() == {"/photos/b.jpg": (2, 2, "corrupt")}
