@@ -1,7 +1,7 @@
 """The SQLite catalog: the source of truth for what is indexed (paths, stats, hashes, vectors).
 
-Embeddings are stored as little-endian float32 BLOBs. Every write bumps `generation`, so derived
-files (the FAISS index) can tell whether they are stale.
+Embeddings are stored as little-endian float32 BLOBs. Every change to the set of vectors or their
+paths bumps `generation`, so derived files (the FAISS index) can tell whether they are stale.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ MIGRATIONS: tuple[str, ...] = (
         mtime_ns INTEGER NOT NULL,
         reason TEXT NOT NULL
     );
+    """,
+    # A random identity, so files derived from one catalog are never mistaken for another's.
+    """
+    INSERT INTO meta VALUES ('catalog_id', lower(hex(randomblob(16))));
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -84,14 +88,18 @@ class Catalog:
         self.path = folder / CATALOG_FILE
         if create:
             folder.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
+            self._migrate()
             # WAL lets searches read while an index run writes; the timeout rides out brief locks.
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise ClipcliError(f"{self.path}: not a readable clipcli catalog ({exc})") from exc
+        except ClipcliError:
+            self._db.close()
+            raise
 
     def __enter__(self) -> Catalog:
         return self
@@ -122,6 +130,10 @@ class Catalog:
 
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def catalog_id(self) -> str:
+        return self.get_meta("catalog_id") or ""
 
     @property
     def generation(self) -> int:

@@ -7,18 +7,19 @@ move (the vector is kept), a hash already indexed → a copy (the vector is reus
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipcli import vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
-from clipcli.encoder import ModelSpec, embed_files, load_encoder, resolve_model_spec
+from clipcli.encoder import Encoder, ModelSpec, embed_files, load_encoder, resolve_model_spec
 from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
 from clipcli.progress import NoProgress, ProgressReporter
@@ -89,45 +90,58 @@ def update_index(
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
     with _exclusive(folder), Catalog(folder) as catalog:
+        spec = _choose_model(catalog, model, pretrained, reset=reset)
+        encoder = functools.cache(lambda: load_encoder(spec, device))
         if reset:
+            encoder()  # a model that cannot load must not cost the user their index
             catalog.clear()
-        spec = _choose_model(catalog, model, pretrained)
-        if catalog.model() is None or catalog.count() == 0:
+        if catalog.model() != (spec.name, spec.pretrained):
             catalog.set_model(spec.name, spec.pretrained)
+        plan = _plan(_scan(roots, include_hidden), catalog.entries(), roots, catalog, progress)
         report = IndexReport(index=str(folder), model=spec.name)
-        files = _scan(roots, include_hidden)
-        plan = _plan(files, catalog.entries(), roots, catalog, progress)
-        catalog.touch(plan.touched)
-        catalog.move(plan.moves)
-        catalog.remove(plan.removals)
-        catalog.add(plan.copies)
-        report.skipped = plan.skipped
-        encoded, failed = _encode(plan.to_encode, catalog, spec, device, batch_size, progress)
-        report.skipped += failed
-        catalog.forget_unreadable(plan.known_bad | {s.path for s in failed})
-        # A file that changed into something unreadable must not keep its old vector.
-        stale = {s.path for s in failed} & plan.replaced
-        catalog.remove([e.id for p, e in catalog.entries().items() if p in stale])
-        report.added = len(plan.copies) + sum(1 for p in encoded if p not in plan.replaced)
-        report.updated = sum(1 for p in encoded if p in plan.replaced)
-        report.moved = len(plan.moves)
-        report.removed = len(plan.removals) + len(stale)
-        report.unchanged = plan.unchanged
-        report.total = catalog.count()
+        _apply(plan, catalog, encoder, batch_size, progress, report)
         vector_index.refresh(folder, catalog)
-    report.skipped.sort(key=lambda s: s.path)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
-def _choose_model(catalog: Catalog, model: str | None, pretrained: str | None) -> ModelSpec:
+def _apply(
+    plan: _Plan,
+    catalog: Catalog,
+    encoder: Callable[[], Encoder],
+    batch_size: int,
+    progress: ProgressReporter,
+    report: IndexReport,
+) -> None:
+    """Carry out a plan, cheapest steps first, and count what happened in `report`."""
+    catalog.touch(plan.touched)
+    catalog.move(plan.moves)
+    catalog.remove(plan.removals)
+    catalog.add(plan.copies)
+    encoded, failed = _encode(plan.to_encode, catalog, encoder, batch_size, progress)
+    catalog.forget_unreadable(plan.known_bad | {s.path for s in failed})
+    # A file that changed into something unreadable must not keep its old vector.
+    stale = {s.path for s in failed} & plan.replaced
+    catalog.remove([e.id for p, e in catalog.entries().items() if p in stale])
+    report.added = len(plan.copies) + sum(1 for p in encoded if p not in plan.replaced)
+    report.updated = sum(1 for p in encoded if p in plan.replaced)
+    report.moved = len(plan.moves)
+    report.removed = len(plan.removals) + len(stale)
+    report.unchanged = plan.unchanged
+    report.skipped = sorted(plan.skipped + failed, key=lambda s: s.path)
+    report.total = catalog.count()
+
+
+def _choose_model(
+    catalog: Catalog, model: str | None, pretrained: str | None, *, reset: bool = False
+) -> ModelSpec:
     """The model asked for; with none asked for, the one the index already uses."""
     existing = catalog.model()
     explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
-    if existing and not explicit and catalog.count():
+    if existing and not explicit:
         return ModelSpec(*existing)
     spec = resolve_model_spec(*model_choice(model, pretrained))
-    if existing and catalog.count() and (spec.name, spec.pretrained) != existing:
+    if existing and not reset and catalog.count() and (spec.name, spec.pretrained) != existing:
         have = ModelSpec(*existing).describe()
         raise ModelMismatchError(
             f"{catalog.path.parent}: index was built with {have}, not {spec.describe()}",
@@ -250,21 +264,19 @@ def _hash_all(files: list[_FileStat], plan: _Plan, progress: ProgressReporter) -
 def _encode(
     work: list[tuple[_FileStat, str]],
     catalog: Catalog,
-    spec: ModelSpec,
-    device: str,
+    encoder: Callable[[], Encoder],
     batch_size: int,
     progress: ProgressReporter,
 ) -> tuple[list[str], list[Skipped]]:
     """Embed the files in batches, committing each batch: a kill loses at most the one in flight."""
     if not work:
         return [], []
-    encoder = load_encoder(spec, device)
     by_path = {file.path: (file, sha) for file, sha in work}
     encoded: list[str] = []
     failed: list[Skipped] = []
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
-    for batch in embed_files(encoder, paths, batch_size):
+    for batch in embed_files(encoder(), paths, batch_size):
         new = []
         for path, vector in zip(batch.paths, batch.embeddings, strict=True):
             file, sha = by_path[str(path)]

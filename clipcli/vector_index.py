@@ -1,7 +1,7 @@
 """The FAISS index: a cache of the catalog's vectors, rebuilt whenever it is missing or stale.
 
-The file is stamped with the catalog generation it was built from; a stamp that does not match,
-or a file FAISS cannot read, means rebuild from SQLite. Nothing is ever lost by deleting it.
+The file is stamped with the catalog (id and generation) it was built from; a stamp that does not
+match, or a file FAISS cannot read, means rebuild from SQLite. Nothing is lost by deleting it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def build(ids: np.ndarray, vectors: Embeddings) -> Any:
     return index
 
 
-def save(folder: Path, index: Any, generation: int) -> None:
+def save(folder: Path, index: Any, stamp: dict[str, Any]) -> None:
     """Write index then stamp, each atomically, so a crash leaves an old or absent stamp."""
     import faiss
 
@@ -49,16 +49,16 @@ def save(folder: Path, index: Any, generation: int) -> None:
     faiss.write_index(index, str(tmp))
     os.replace(tmp, folder / INDEX_FILE)
     stamp_tmp = folder / f".{STAMP_FILE}.tmp"
-    stamp_tmp.write_text(json.dumps({"generation": generation, "count": int(index.ntotal)}))
+    stamp_tmp.write_text(json.dumps({**stamp, "count": int(index.ntotal)}))
     os.replace(stamp_tmp, folder / STAMP_FILE)
 
 
-def _load_if_fresh(folder: Path, generation: int) -> Any | None:
+def _load_if_fresh(folder: Path, expected: dict[str, Any]) -> Any | None:
     import faiss
 
     try:
         stamp = json.loads((folder / STAMP_FILE).read_text())
-        if stamp.get("generation") != generation:
+        if any(stamp.get(key) != value for key, value in expected.items()):
             return None
         index = faiss.read_index(str(folder / INDEX_FILE))
     except (OSError, ValueError, RuntimeError):
@@ -68,14 +68,14 @@ def _load_if_fresh(folder: Path, generation: int) -> Any | None:
 
 def refresh(folder: Path, catalog: Catalog) -> Any:
     """The index for the catalog's current contents, rebuilt and saved if needed."""
-    generation = catalog.generation
-    index = _load_if_fresh(folder, generation)
+    stamp = {"catalog": catalog.catalog_id, "generation": catalog.generation}
+    index = _load_if_fresh(folder, stamp)
     if index is None:
         ids, vectors = catalog.vectors()
         index = build(ids, vectors)
         # A read-only index folder still answers searches from the rebuilt index.
         with contextlib.suppress(OSError):
-            save(folder, index, generation)
+            save(folder, index, stamp)
     return index
 
 
