@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from clipcli.catalog import Catalog
 from clipcli.encoder import Embeddings
 
 INDEX_FILE = "vectors.faiss"
+# Exact search up to this many vectors: a flat scan of 200k 512-d vectors takes ~20 ms on two
+# laptop cores (bench/RESULTS.md), well inside an interactive budget, and needs no training.
+EXACT_LIMIT = 200_000
 STAMP_FILE = "vectors.json"
 
 
@@ -30,15 +34,40 @@ class Hit:
     score: float
 
 
-def build(ids: np.ndarray, vectors: Embeddings) -> Any:
-    """An exact inner-product index (cosine on unit vectors) keyed by catalog ids."""
+def build(ids: np.ndarray, vectors: Embeddings, *, exact_limit: int = EXACT_LIMIT) -> Any:
+    """An inner-product index (cosine on unit vectors) keyed by catalog ids.
+
+    Up to `exact_limit` vectors a full scan is both exact and fast enough; beyond it an
+    inverted-file index with fp16 codes scans a few percent of the vectors in half the memory.
+    """
     import faiss
 
     dim = vectors.shape[1] if vectors.size else 1
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    if len(ids) <= exact_limit:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    else:
+        lists = ivf_lists(len(ids))
+        index = faiss.index_factory(dim, f"IVF{lists},SQfp16", faiss.METRIC_INNER_PRODUCT)
+        # 64 points per centroid and 10 k-means rounds: a 1M-vector index trains in about a
+        # minute on two cores, and the probes make up for slightly rougher lists.
+        index.cp.max_points_per_centroid = 64
+        index.cp.niter = 10
+        index.train(data)
+        index.nprobe = ivf_probes(lists)
     if len(ids):
-        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        index.add_with_ids(data, ids)
     return index
+
+
+def ivf_lists(count: int) -> int:
+    """About sqrt(N) lists: k-means stays quick to train and each list holds ~sqrt(N) vectors."""
+    return int(2 ** round(math.log2(max(count, 1) ** 0.5)))
+
+
+def ivf_probes(lists: int) -> int:
+    """Lists scanned per query; 1/16 of them kept recall@10 >= 0.95 on clustered data."""
+    return max(8, lists // 16)
 
 
 def save(folder: Path, index: Any, stamp: dict[str, Any]) -> None:
