@@ -11,7 +11,7 @@ from clipcli.images import ImageDecodeError, expand_paths
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
 from clipcli.scorer import Prediction, rank_labels
-from clipcli.settings import cache_dir, model_choice
+from clipcli.settings import cache_dir, model_choice, precision_choice
 
 TEXT_CACHE_FILE = "text_embeddings.sqlite3"
 
@@ -33,6 +33,7 @@ def classify_paths(
     model: str | None = None,
     pretrained: str | None = None,
     device: str = "auto",
+    precision: str | None = None,
     batch_size: int = 32,
     top_k: int | None = None,
     progress: ProgressReporter | None = None,
@@ -40,7 +41,7 @@ def classify_paths(
     """Classify files and folders (expanded, sorted); results come back in input order."""
     files = expand_paths(paths)
     spec = resolve_model_spec(*model_choice(model, pretrained))
-    encoder = load_encoder(spec, device)
+    encoder = load_encoder(spec, device, precision_choice(precision))
     cache = TextEmbeddingCache(cache_dir() / TEXT_CACHE_FILE)
     try:
         text = label_embeddings(encoder, labels, templates, cache)

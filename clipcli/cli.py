@@ -62,6 +62,15 @@ BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Images per forward pass.", show_default=True)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="auto, fp32 (open_clip reference), bf16, onnx or int8. [env: CLIPCLI_PRECISION; "
+        "default auto: ONNX Runtime on CPUs when it agrees with fp32]",
+        show_default=False,
+    ),
+]
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -126,6 +135,7 @@ def classify(
     model: ModelOption = None,
     pretrained: PretrainedOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
     batch_size: BatchOption = 32,
 ) -> None:
     """Rank labels for each image by CLIP zero-shot similarity."""
@@ -143,6 +153,7 @@ def classify(
             model=model,
             pretrained=pretrained,
             device=device,
+            precision=precision,
             batch_size=batch_size,
             top_k=top_k,
             progress=progress,
@@ -168,6 +179,7 @@ def index(
     json_output: JsonOption = False,
     batch_size: BatchOption = 32,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
     reset: Annotated[
         bool, typer.Option("--reset", help="Forget every vector and re-embed (e.g. a new model).")
     ] = False,
@@ -187,6 +199,7 @@ def index(
             model=model,
             pretrained=pretrained,
             device=device,
+            precision=precision,
             batch_size=batch_size,
             include_hidden=hidden,
             reset=reset,

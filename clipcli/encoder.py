@@ -36,6 +36,10 @@ BUNDLED_CONFIG_DIR = PACKAGE_DIR / "model_configs"
 # Models whose weights ship inside the package, so they need neither --pretrained nor a network.
 BUNDLED_WEIGHTS = {"clipcli-shapes": PACKAGE_DIR / "weights" / "clipcli-shapes.pt"}
 HF_HUB_PREFIX = "hf-hub:"
+# fp32: open_clip's torch reference. bf16: torch autocast (CPUs with AVX-512 BF16/AMX, GPUs).
+# onnx / int8: ONNX Runtime on the CPU. auto: ONNX Runtime fp32 on the CPU when its embeddings
+# agree with torch fp32 to cosine >= 0.999 (checked at export), otherwise torch fp32.
+PRECISIONS = ("auto", "fp32", "bf16", "onnx", "int8")
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ class Encoder:
     tokenizer: Callable[[Sequence[str]], torch.Tensor]
     device: str
     logit_scale: float = field(default=100.0)
+    backend: str = "torch-fp32"
+    image_runner: Callable[[np.ndarray], Embeddings] | None = None
 
     @property
     def input_size(self) -> int:
@@ -146,10 +152,21 @@ class Encoder:
         return int(min(size) if isinstance(size, (tuple, list)) else size)
 
     def encode_images(self, batch: torch.Tensor) -> Embeddings:
-        """L2-normalised image embeddings for a preprocessed batch."""
+        """L2-normalised image embeddings for a preprocessed batch, on the chosen backend."""
+        if self.image_runner is not None:
+            return self.image_runner(batch.numpy())
+        return self.encode_images_torch(batch)
+
+    def encode_images_torch(self, batch: torch.Tensor) -> Embeddings:
+        """The open_clip reference path (fp32, or bf16 under autocast)."""
         import torch
 
-        with torch.inference_mode():
+        autocast = torch.autocast(
+            "cuda" if self.device == "cuda" else "cpu",
+            dtype=torch.bfloat16,
+            enabled=self.backend == "torch-bf16",
+        )
+        with torch.inference_mode(), autocast:
             features = self.model.encode_image(batch.to(self.device), normalize=True)
         return features.float().cpu().numpy()
 
@@ -163,8 +180,10 @@ class Encoder:
         return features.float().cpu().numpy()
 
 
-def load_encoder(spec: ModelSpec, device: str = "auto") -> Encoder:
+def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> Encoder:
     """Load a model through open_clip's own loaders (hub cache, local files, hf-hub: names)."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}'", hint=f"use {', '.join(PRECISIONS)}")
     open_clip = _open_clip()
     chosen = pick_device(device)
     if spec.pretrained_is_file and not os.path.isfile(spec.pretrained or ""):
@@ -179,7 +198,49 @@ def load_encoder(spec: ModelSpec, device: str = "auto") -> Encoder:
             raise _load_failure(spec, exc) from exc
     model.eval()
     scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
-    return Encoder(spec, model, preprocess, tokenizer, chosen, scale)
+    encoder = Encoder(spec, model, preprocess, tokenizer, chosen, scale)
+    _select_backend(encoder, precision)
+    return encoder
+
+
+def _select_backend(encoder: Encoder, precision: str) -> None:
+    """Switch the image tower to the backend asked for, or to the fastest faithful one."""
+    from clipcli import onnx_towers
+
+    if precision == "fp32":
+        return
+    if precision == "bf16":
+        if encoder.device == "cpu" and not _cpu_has_bf16():
+            raise UsageError("--precision bf16 needs a CPU with AVX-512 BF16 or AMX")
+        encoder.backend = "torch-bf16"
+        return
+    on_cpu = encoder.device == "cpu" and onnx_towers.onnxruntime_available()
+    if precision in ("onnx", "int8"):
+        if not on_cpu:
+            raise UsageError(
+                f"--precision {precision} needs ONNX Runtime on the CPU",
+                hint="use --device cpu, and pip install onnxruntime if it is missing",
+            )
+        kind = "fp32" if precision == "onnx" else "int8"
+        encoder.image_runner = onnx_towers.runner(onnx_towers.ensure_image_tower(encoder, kind))
+        encoder.backend = f"onnx-{kind}"
+        return
+    if on_cpu:
+        try:
+            path = onnx_towers.ensure_image_tower(encoder, "fp32")
+        except Exception:  # an architecture the exporter cannot handle keeps the torch path
+            return
+        meta = onnx_towers.ExportFolder.for_spec(encoder.spec).read_meta()
+        if meta.get("image_fp32_cosine", 0.0) >= onnx_towers.AUTO_MIN_COSINE:
+            encoder.image_runner = onnx_towers.runner(path)
+            encoder.backend = "onnx-fp32"
+
+
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
 
 
 def _load_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:

@@ -17,13 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcli import vector_index
+from clipcli import onnx_towers, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import Encoder, ModelSpec, embed_files, load_encoder, resolve_model_spec
 from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.settings import model_choice
+from clipcli.settings import model_choice, precision_choice
 
 LOCK_FILE = "index.lock"
 HASH_CHUNK = 1 << 20
@@ -78,6 +78,7 @@ def update_index(
     model: str | None = None,
     pretrained: str | None = None,
     device: str = "auto",
+    precision: str | None = None,
     batch_size: int = 32,
     include_hidden: bool = False,
     reset: bool = False,
@@ -91,7 +92,7 @@ def update_index(
             raise UsageError(f"{root}: not a folder")
     with _exclusive(folder), Catalog(folder) as catalog:
         spec = _choose_model(catalog, model, pretrained, reset=reset)
-        encoder = functools.cache(lambda: load_encoder(spec, device))
+        encoder = functools.cache(lambda: load_encoder(spec, device, precision_choice(precision)))
         if reset:
             encoder()  # a model that cannot load must not cost the user their index
             catalog.clear()
@@ -101,6 +102,8 @@ def update_index(
         report = IndexReport(index=str(folder), model=spec.name)
         _apply(plan, catalog, encoder, batch_size, progress, report)
         vector_index.refresh(folder, catalog)
+        if encoder.cache_info().currsize:  # the model is loaded anyway: prepare fast search
+            onnx_towers.prepare_fast_search(encoder())
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcli import vector_index
+from clipcli import onnx_towers, vector_index
 from clipcli.catalog import CATALOG_FILE, Catalog
 from clipcli.encoder import Embeddings, Encoder, ModelSpec, embed_files, load_encoder
 from clipcli.errors import IndexMissingError, UsageError
@@ -43,8 +43,7 @@ def search_index(
             raise IndexMissingError(
                 f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"
             )
-        encoder = load_encoder(ModelSpec(*model), device)
-        vector = _query_vector(encoder, query, image)
+        vector = _embed_query(ModelSpec(*model), query, image, device)
         index = vector_index.refresh(folder, catalog)
         hits = vector_index.search(index, vector, top_k)
         paths = catalog.paths_for([hit.id for hit in hits])
@@ -52,6 +51,17 @@ def search_index(
         SearchHit(rank, paths[hit.id], hit.score)
         for rank, hit in enumerate((h for h in hits if h.id in paths), start=1)
     ]
+
+
+def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device: str) -> Embeddings:
+    """A text-only query on the CPU goes through the exported text tower, without torch."""
+    if image is None and query and device in {"auto", "cpu"}:
+        fast = onnx_towers.fast_text_encoder(spec)
+        if fast is not None:
+            return fast([query])[0]
+    encoder = load_encoder(spec, device)
+    onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
+    return _query_vector(encoder, query, image)
 
 
 def _query_vector(encoder: Encoder, query: str | None, image: Path | None) -> Embeddings:

@@ -15,6 +15,8 @@ ENV_HOME = "CLIPCLI_HOME"
 ENV_INDEX = "CLIPCLI_INDEX"
 ENV_MODEL = "CLIPCLI_MODEL"
 ENV_PRETRAINED = "CLIPCLI_PRETRAINED"
+ENV_PRECISION = "CLIPCLI_PRECISION"
+ENV_CACHE = "CLIPCLI_CACHE"
 
 
 def _home(kind: str) -> Path:
@@ -40,8 +42,14 @@ def index_dir(explicit: Path | None = None) -> Path:
 
 
 def cache_dir() -> Path:
-    """Caches that can be deleted at any time (text embeddings)."""
-    return _home("cache")
+    """Caches that can be deleted at any time (label embeddings, exported models)."""
+    override = os.environ.get(ENV_CACHE)
+    return Path(override) if override else _home("cache")
+
+
+def precision_choice(precision: str | None) -> str:
+    """--precision, else CLIPCLI_PRECISION, else auto."""
+    return precision or os.environ.get(ENV_PRECISION) or "auto"
 
 
 def model_choice(model: str | None, pretrained: str | None) -> tuple[str, str | None]:

@@ -15,12 +15,19 @@ from clipcli.cli import app
 TEST_MODEL = "clipcli-shapes"
 
 
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exported models and label embeddings: deterministic, so tests may share them."""
+    return tmp_path_factory.mktemp("clipcli-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads or writes the user's index, caches or model settings."""
     home = tmp_path / "clipcli-home"
     monkeypatch.setenv("CLIPCLI_HOME", str(home))
-    for name in ("CLIPCLI_INDEX", "CLIPCLI_MODEL", "CLIPCLI_PRETRAINED"):
+    monkeypatch.setenv("CLIPCLI_CACHE", str(shared_cache))
+    for name in ("CLIPCLI_INDEX", "CLIPCLI_MODEL", "CLIPCLI_PRETRAINED", "CLIPCLI_PRECISION"):
         monkeypatch.delenv(name, raising=False)
     return home
 
