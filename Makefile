@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format demo clean
+.PHONY: install test lint format demo bench clean
 
 install: $(INSTALLED)
 
@@ -24,6 +24,9 @@ lint: install
 format: install
 	$(VENV)/bin/ruff check --fix clipcli tests scripts
 	$(VENV)/bin/ruff format clipcli tests scripts
+
+bench: install
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -277,9 +277,10 @@ def _encode(
     by_path = {file.path: (file, sha) for file, sha in work}
     encoded: list[str] = []
     failed: list[Skipped] = []
+    model = encoder()  # loaded before the bar starts, so its rate and ETA are the encoding's
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
-    for batch in embed_files(encoder(), paths, batch_size):
+    for batch in embed_files(model, paths, batch_size):
         new = []
         for path, vector in zip(batch.paths, batch.embeddings, strict=True):
             file, sha = by_path[str(path)]
