@@ -14,14 +14,18 @@ from clipcli.encoder import BUNDLED_CONFIG_DIR
 LABELS = ["red circle", "blue square", "a cat", "a dog", "a horse"]
 
 
-def reference(checkpoint, images, labels, templates):
-    """The open_clip README recipe: eval preprocessing, build_zero_shot_classifier, softmax."""
+def open_clip_model(checkpoint):
+    """(model, preprocess, tokenizer) loaded by open_clip alone, as its README shows."""
     open_clip.add_model_config(BUNDLED_CONFIG_DIR)
     model, _, preprocess = open_clip.create_model_and_transforms(
         TEST_MODEL, pretrained=str(checkpoint)
     )
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(TEST_MODEL)
+    return model.eval(), preprocess, open_clip.get_tokenizer(TEST_MODEL)
+
+
+def reference(checkpoint, images, labels, templates):
+    """The open_clip README recipe: eval preprocessing, build_zero_shot_classifier, softmax."""
+    model, preprocess, tokenizer = open_clip_model(checkpoint)
     with torch.no_grad():
         classifier = open_clip.build_zero_shot_classifier(
             model, tokenizer, labels, templates, num_classes_per_batch=2
@@ -33,9 +37,10 @@ def reference(checkpoint, images, labels, templates):
     return similarities.numpy(), probabilities.numpy()
 
 
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
 @pytest.mark.parametrize("template_set", ["default", "imagenet"])
 def test_similarities_and_scores_match_open_clip(
-    cli, model_args, random_checkpoint, tmp_path, template_set
+    cli, model_args, random_checkpoint, tmp_path, template_set, precision
 ):
     images = [
         make_image(tmp_path / "red.png", "red", (80, 60)),
@@ -51,6 +56,8 @@ def test_similarities_and_scores_match_open_clip(
         *["classify", *images, "--labels", ",".join(LABELS)],
         "--templates",
         template_set,
+        "--precision",
+        precision,
         "--top-k",
         str(len(LABELS)),
         *model_args,
@@ -81,12 +88,7 @@ def test_search_scores_are_cosines_from_open_clip(
     result, hits = cli.json("search", "a red square", "--index", index, "--top-k", "5")
     assert result.exit_code == 0, result.stderr
 
-    open_clip.add_model_config(BUNDLED_CONFIG_DIR)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        TEST_MODEL, pretrained=str(random_checkpoint)
-    )
-    model.eval()
-    tokenizer = open_clip.get_tokenizer(TEST_MODEL)
+    model, preprocess, tokenizer = open_clip_model(random_checkpoint)
     with torch.no_grad():
         text = model.encode_text(tokenizer(["a red square"]), normalize=True)[0].numpy()
         for hit in hits:
