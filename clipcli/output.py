@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -23,10 +23,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from clipcli.classifier import Classification
-from clipcli.indexer import IndexReport
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.searcher import SearchHit
+
+if TYPE_CHECKING:
+    from clipcli.classifier import Classification
+    from clipcli.indexer import IndexReport
+    from clipcli.searcher import SearchHit
 
 BAR_WIDTH = 24
 

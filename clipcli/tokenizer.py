@@ -9,6 +9,7 @@ path is ever used.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 Tokens = npt.NDArray[np.int64]
+_PLAIN_ASCII = re.compile(r"[\x20-\x7e\t\n]*")
 
 # open_clip's pre-tokenizer pattern (SimpleTokenizer.pat, without its special-token alternation).
 CLIP_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
@@ -34,9 +36,12 @@ PROBES = (
 
 def clean(text: str) -> str:
     """open_clip's 'lower' cleaning: fix mojibake, unescape HTML twice, squeeze spaces, lower."""
-    import ftfy
+    if not _PLAIN_ASCII.fullmatch(text):
+        # Plain printable ASCII has no mojibake to fix; ftfy costs a noticeable import.
+        import ftfy
 
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
     return " ".join(text.split()).lower()
 
 
