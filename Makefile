@@ -25,6 +25,28 @@ format: install
 	$(VENV)/bin/ruff check --fix clipcli tests scripts
 	$(VENV)/bin/ruff format clipcli tests scripts
 
+# The main job, offline: draw a folder of shapes, index it with the bundled model, search, classify.
+DEMO := demo
+CLIPCLI := $(VENV)/bin/clipcli
+SHAPE_LABELS := circle,square,triangle,star,cross,ring
+
+demo: install
+	rm -rf $(DEMO)
+	$(PY) -c "from pathlib import Path; from clipcli.shapes import write_sample_folder; \
+	write_sample_folder(Path('$(DEMO)/photos'), 96, seed=7)"
+	@printf '\n== clipcli index $(DEMO)/photos --model clipcli-shapes\n'
+	$(CLIPCLI) index $(DEMO)/photos --index $(DEMO)/index --model clipcli-shapes
+	@printf '\n== clipcli search "a red star"\n'
+	$(CLIPCLI) search "a red star" --index $(DEMO)/index --top-k 5
+	@printf '\n== clipcli search "a blue ring"\n'
+	$(CLIPCLI) search "a blue ring" --index $(DEMO)/index --top-k 5
+	@printf '\n== clipcli search --image (a green cross)\n'
+	$(CLIPCLI) search --image $$(ls $(DEMO)/photos/*-green-cross.* | head -1) \
+		--index $(DEMO)/index --top-k 3
+	@printf '\n== clipcli classify --labels "$(SHAPE_LABELS)"\n'
+	$(CLIPCLI) classify $$(ls $(DEMO)/photos/* | head -3) --model clipcli-shapes \
+		--labels "$(SHAPE_LABELS)" --top-k 3
+
 bench: install
 	$(PY) bench/run.py
 
