@@ -222,15 +222,26 @@ def _select_backend(encoder: Encoder, precision: str) -> None:
                 hint="use --device cpu, and pip install onnxruntime if it is missing",
             )
         kind = "fp32" if precision == "onnx" else "int8"
-        encoder.image_runner = onnx_towers.runner(onnx_towers.ensure_image_tower(encoder, kind))
+        path = onnx_towers.ensure_image_tower(encoder, kind)
+        agreement = onnx_towers.ExportFolder.for_spec(encoder.spec).read_meta()
+        cosine = agreement.get(f"image_{kind}_cosine", 0.0)
+        if cosine < onnx_towers.MIN_COSINE[kind]:
+            raise UsageError(
+                f"the ONNX export of {encoder.spec.describe()} does not agree with torch "
+                f"(lowest cosine {cosine:.4f})",
+                hint="use --precision fp32",
+            )
+        encoder.image_runner = onnx_towers.runner(path)
         encoder.backend = f"onnx-{kind}"
         return
-    if on_cpu:
+    folder = onnx_towers.ExportFolder.for_spec(encoder.spec)
+    if on_cpu and "image_export_error" not in folder.read_meta():
         try:
             path = onnx_towers.ensure_image_tower(encoder, "fp32")
-        except Exception:  # an architecture the exporter cannot handle keeps the torch path
+        except Exception as exc:  # an architecture the exporter cannot handle keeps torch
+            folder.update_meta(image_export_error=f"{type(exc).__name__}: {str(exc)[:200]}")
             return
-        meta = onnx_towers.ExportFolder.for_spec(encoder.spec).read_meta()
+        meta = folder.read_meta()
         if meta.get("image_fp32_cosine", 0.0) >= onnx_towers.AUTO_MIN_COSINE:
             encoder.image_runner = onnx_towers.runner(path)
             encoder.backend = "onnx-fp32"

@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 OPSET = 17
 # Agreement needed for `auto` to choose a backend over torch fp32 (the issue's contract).
 AUTO_MIN_COSINE = 0.999
+# Below these an explicitly requested backend is refused: its answers would not be the model's.
+MIN_COSINE = {"fp32": AUTO_MIN_COSINE, "int8": 0.99}
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,9 @@ def _export(module: Any, example: Any, path: Path, input_name: str) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    with warnings.catch_warnings(), torch.no_grad():
+    # Not under no_grad: there nn.MultiheadAttention takes its fused inference kernel, which the
+    # exporter cannot translate; with gradients enabled it traces the plain, exportable ops.
+    with warnings.catch_warnings(), torch.enable_grad(), _stderr_silenced():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
@@ -124,6 +129,21 @@ def _export(module: Any, example: Any, path: Path, input_name: str) -> None:
             dynamo=False,
         )
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """The exporter's C++ side prints whole graphs to stderr when it gives up; the user gets the
+    torch path instead, and no wall of text."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -184,8 +204,12 @@ def prepare_fast_search(encoder: Encoder) -> None:
     if encoder.device != "cpu" or not onnxruntime_available():
         return
     # An optimisation only: a model the exporter cannot handle keeps the torch search path.
-    with contextlib.suppress(Exception):
+    try:
         ensure_text_tower(encoder)
+    except Exception as exc:
+        ExportFolder.for_spec(encoder.spec).update_meta(
+            text_ok=False, text_export_error=f"{type(exc).__name__}: {str(exc)[:200]}"
+        )
 
 
 def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | None:
@@ -213,4 +237,6 @@ def _tower(model: Any, method: str) -> Any:
         def forward(self, x: Any) -> Any:
             return getattr(self.model, method)(x)
 
-    return Tower()
+    # eval() on the wrapper: the exporter restores the wrapper's mode afterwards, and a wrapper
+    # left in training mode would put the model's BatchNorm layers back into training too.
+    return Tower().eval()

@@ -16,10 +16,31 @@ from clipcli.encoder import ModelSpec, load_encoder
 from clipcli.errors import UsageError
 from clipcli.tokenizer import PROBES, FastTokenizer, build_from_open_clip
 
+# A tiny ViT, like the photo models (the bundled shapes model is a ResNet, tested below too).
+VIT_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+VIT_MODEL = "clipcli-test-vit"
+
 
 @pytest.fixture(scope="module")
-def spec(random_checkpoint):
-    return ModelSpec(TEST_MODEL, str(random_checkpoint))
+def spec(tmp_path_factory):
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("vit")
+    (folder / f"{VIT_MODEL}.json").write_text(json.dumps(VIT_CONFIG))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    path = folder / "vit.pt"
+    torch.save(open_clip.create_model(VIT_MODEL).state_dict(), path)
+    return ModelSpec(VIT_MODEL, str(path))
+
+
+@pytest.fixture
+def vit_args(spec):
+    return ["--model", spec.name, "--pretrained", spec.pretrained]
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +56,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_auto_runs_the_image_tower_on_onnx_runtime_when_it_agrees(spec, batch):
     encoder = load_encoder(spec, "cpu", "auto")
     assert encoder.backend == "onnx-fp32"
+    assert not encoder.model.training  # exporting must leave the torch model in eval mode
     meta = onnx_towers.ExportFolder.for_spec(spec).read_meta()
     assert meta["image_fp32_cosine"] >= 0.999
     assert cosines(encoder.encode_images(batch), encoder.encode_images_torch(batch)).min() > 0.999
@@ -93,10 +115,10 @@ def test_fast_tokenizer_gives_open_clips_tokens(tmp_path):
 
 
 def test_search_answers_without_importing_torch_and_like_torch(
-    cli, model_args, photo_folder, tmp_path
+    cli, vit_args, spec, photo_folder, tmp_path
 ):
     index = tmp_path / "index"
-    assert cli("index", photo_folder, "--index", index, *model_args).exit_code == 0
+    assert cli("index", photo_folder, "--index", index, *vit_args).exit_code == 0
     script = (
         "import json, sys\n"
         "from pathlib import Path\n"
@@ -113,7 +135,6 @@ def test_search_answers_without_importing_torch_and_like_torch(
     from clipcli import vector_index
     from clipcli.catalog import Catalog
 
-    spec = ModelSpec(model_args[1], model_args[3])
     torch_query = load_encoder(spec, "cpu", "fp32").encode_texts(["a red square"])[0]
     with Catalog(index) as catalog:
         hits = vector_index.search(vector_index.refresh(index, catalog), torch_query, 5)
@@ -122,7 +143,7 @@ def test_search_answers_without_importing_torch_and_like_torch(
     np.testing.assert_allclose(fast["scores"], [h.score for h in hits], atol=1e-3)
 
 
-def test_classify_results_agree_across_backends(cli, model_args, tmp_path):
+def test_classify_results_agree_across_backends(cli, vit_args, tmp_path):
     images = [make_image(tmp_path / f"{c}.png", c, (90, 70)) for c in ("red", "navy", "gold")]
     runs = {}
     for precision in ("fp32", "onnx"):
@@ -133,7 +154,7 @@ def test_classify_results_agree_across_backends(cli, model_args, tmp_path):
             "red,blue,yellow,cat",
             "--precision",
             precision,
-            *model_args,
+            *vit_args,
         )
         assert result.exit_code == 0, result.stderr
         runs[precision] = data
@@ -141,3 +162,50 @@ def test_classify_results_agree_across_backends(cli, model_args, tmp_path):
         assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
         for pa, pb in zip(a["predictions"], b["predictions"], strict=True):
             assert pa["similarity"] == pytest.approx(pb["similarity"], abs=1e-4)
+
+
+def own_fingerprint(random_checkpoint, tmp_path) -> ModelSpec:
+    """The shapes architecture under a checkpoint path no other test uses, so a fresh export."""
+    import shutil
+
+    checkpoint = tmp_path / "own-fingerprint.pt"
+    shutil.copy(random_checkpoint, checkpoint)
+    return ModelSpec(TEST_MODEL, str(checkpoint))
+
+
+def test_an_export_that_disagrees_keeps_torch_and_refuses_an_explicit_request(
+    random_checkpoint, tmp_path, monkeypatch
+):
+    spec = own_fingerprint(random_checkpoint, tmp_path)
+    monkeypatch.setattr(onnx_towers, "_lowest_cosine", lambda a, b: 0.97)
+    assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
+    with pytest.raises(UsageError, match=r"does not agree with torch \(lowest cosine 0.9700\)"):
+        load_encoder(spec, "cpu", "onnx")
+
+
+def test_a_model_the_exporter_cannot_handle_keeps_torch_and_is_not_retried(
+    random_checkpoint, tmp_path, monkeypatch, capfd
+):
+    spec = own_fingerprint(random_checkpoint, tmp_path)
+    attempts = []
+
+    def failing_export(*args, **kwargs):
+        attempts.append(args)
+        raise RuntimeError("operator not supported")
+
+    monkeypatch.setattr(onnx_towers, "_export", failing_export)
+    assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
+    assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
+    assert len(attempts) == 1
+    meta = onnx_towers.ExportFolder.for_spec(spec).read_meta()
+    assert "operator not supported" in meta["image_export_error"]
+    assert capfd.readouterr().err == ""
+
+
+def test_the_bundled_resnet_exports_exactly_too(batch):
+    from clipcli.encoder import BUNDLED_WEIGHTS
+
+    spec = ModelSpec(TEST_MODEL, str(BUNDLED_WEIGHTS[TEST_MODEL]))
+    encoder = load_encoder(spec, "cpu", "auto")
+    assert encoder.backend == "onnx-fp32"
+    assert cosines(encoder.encode_images(batch), encoder.encode_images_torch(batch)).min() > 0.999
