@@ -236,13 +236,14 @@ def _select_backend(encoder: Encoder, precision: str) -> None:
         return
     folder = onnx_towers.ExportFolder.for_spec(encoder.spec)
     if on_cpu and "image_export_error" not in folder.read_meta():
+        # int8 is left out on purpose: ONNX Runtime's dynamic quantisation scales activations
+        # per batch, so an image's embedding would depend on the images batched with it.
         try:
             path = onnx_towers.ensure_image_tower(encoder, "fp32")
         except Exception as exc:  # an architecture the exporter cannot handle keeps torch
             folder.update_meta(image_export_error=f"{type(exc).__name__}: {str(exc)[:200]}")
             return
-        meta = folder.read_meta()
-        if meta.get("image_fp32_cosine", 0.0) >= onnx_towers.AUTO_MIN_COSINE:
+        if folder.read_meta().get("image_fp32_cosine", 0.0) >= onnx_towers.AUTO_MIN_COSINE:
             encoder.image_runner = onnx_towers.runner(path)
             encoder.backend = "onnx-fp32"
 
