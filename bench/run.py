@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 from photos import ensure_photo_folder  # noqa: E402
 
 MODEL = "ViT-B-32"
+SECTIONS = ("help", "indexing", "precision", "text-cache", "cold-search", "scale")
 CLIPCLI = [sys.executable, "-m", "clipcli"]
 
 
@@ -185,6 +186,48 @@ class PhaseClock:
     def rate(self, description: str) -> float:
         start, end, total = self.phases[description]
         return total / (end - start)
+
+
+# -- precision options ----------------------------------------------------------------------------
+
+
+def bench_precisions(photos: list[Path], checkpoint: Path, batch: int) -> list[Row]:
+    """Each --precision's encoder speed and its lowest cosine to torch fp32, on real photos."""
+    import torch
+
+    from clipcli.encoder import ModelSpec, load_encoder
+    from clipcli.errors import UsageError
+    from clipcli.images import load_image
+
+    spec = ModelSpec(MODEL, str(checkpoint))
+    reference = load_encoder(spec, "cpu", "fp32")
+    size = reference.input_size
+    tensors = torch.stack([reference.preprocess(load_image(p, size)) for p in photos[:batch]])
+    expected = reference.encode_images(tensors)
+    torch_s = median_time(lambda: reference.encode_images(tensors), 3)
+    rows = [Row("encoder, --precision fp32 (torch)", batch / torch_s, "img/s")]
+    for precision in ("bf16", "onnx", "int8"):
+        try:
+            encoder = load_encoder(spec, "cpu", precision)
+        except UsageError as exc:
+            rows.append(
+                Row(f"encoder, --precision {precision}: unavailable ({exc.message})", 0.0, "")
+            )
+            continue
+        got = encoder.encode_images(tensors)
+        seconds = median_time(lambda e=encoder: e.encode_images(tensors), 3)
+        cosine = float(np.min(np.sum(got * expected, axis=1)))
+        rows.append(
+            Row(
+                f"encoder, --precision {precision}",
+                batch / seconds,
+                "img/s",
+                torch_s / seconds,
+                "torch fp32",
+            )
+        )
+        rows.append(Row(f"lowest cosine to fp32, --precision {precision}", cosine, ""))
+    return rows
 
 
 # -- text embedding cache -------------------------------------------------------------------------
@@ -349,6 +392,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
+def merge_with_earlier(rows: list[Row]) -> list[Row]:
+    """Rows of sections not run this time are kept from results.json (--only re-runs a part)."""
+    try:
+        earlier = json.loads((HERE / "results.json").read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return rows
+    fresh = {row.metric for row in rows}
+    return [Row(**old) for old in earlier if old["metric"] not in fresh] + rows
+
+
 def write_results(rows: list[Row], notes: list[str]) -> None:
     today, where = date.today().isoformat(), machine()
     lines = [
@@ -362,25 +415,45 @@ def write_results(rows: list[Row], notes: list[str]) -> None:
     for row in rows:
         ratio = f"{row.ratio:.2f}x {row.against}" if row.ratio is not None else ""
         met = "" if row.met is None else ("yes" if row.met else "**no**")
-        lines.append(
-            f"| {row.metric} | {row.value:.3g} {row.unit} | {ratio} | {row.target} | {met} |"
-        )
+        value = f"{row.value:.5f}" if row.metric.startswith("lowest cosine") else f"{row.value:.3g}"
+        lines.append(f"| {row.metric} | {value} {row.unit} | {ratio} | {row.target} | {met} |")
     lines += ["", *notes, ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     payload = {"machine": where, "date": today, "results": [asdict(r) for r in rows]}
     (HERE / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
+# What the numbers mean for the targets not met; kept with the code that measures them.
+FINDINGS = [
+    "",
+    "## Targets not met, and what would close them",
+    "",
+    "- **Indexing vs torch fp32 (0.85x, target 1.5x).** On this CPU ONNX Runtime fp32 runs "
+    "ViT-B-32 at about 1.04x torch (the 2x seen elsewhere does not hold here), so the default, "
+    "exact backend cannot beat torch by much; decoding (8-MP JPEGs at 1/8 DCT scale) shares "
+    "the two cores with the encoder. int8 (2.5x torch) would meet it, but ONNX Runtime's "
+    "dynamic quantisation makes an embedding depend on its batch neighbours, so it stays "
+    "opt-in; static int8 quantisation calibrated once per model is the next step.",
+    "- **Cold search (0.90 s, target 0.5 s).** torch is no longer imported; the time is "
+    "loading the 254 MB ViT-B-32 text tower into ONNX Runtime (0.33-0.45 s) and the "
+    "tokenizer.json (0.10 s); the forward pass is 0.04 s. Next: keep the 100 MB token "
+    "embedding table out of the graph as a memory-mapped array (only the query's rows are "
+    "read), save the model in ORT format so initialisers are used in place, and ship a "
+    "compact tokenizer file.",
+    "- **Exact Flat at 1M (140 ms, target 100 ms).** A flat scan reads 2 GB per query, which "
+    "is memory-bound here; clipcli never serves 1M vectors from Flat: above 200k vectors it "
+    "builds the IVF index measured above (2.6 ms, recall@10 0.999, half the memory).",
+]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=64, help="8-MP JPEGs to index")
-    parser.add_argument("--labels", type=int, default=1000, help="labels for the cache benchmark")
+    parser.add_argument("--labels", type=int, default=25, help="labels for the cache benchmark")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="vectors for search scale")
-    parser.add_argument(
-        "--only", nargs="*", default=None, help="help, indexing, text-cache, cold-search, scale"
-    )
+    parser.add_argument("--only", nargs="*", default=None, help=", ".join(SECTIONS))
     args = parser.parse_args()
-    want = set(args.only or ["help", "indexing", "text-cache", "cold-search", "scale"])
+    want = set(args.only or SECTIONS)
 
     photos = ensure_photo_folder(DATA / "photos", args.photos)
     checkpoint = random_checkpoint(MODEL)
@@ -388,6 +461,7 @@ def main() -> None:
     steps = [
         ("help", lambda: bench_help(5)),
         ("indexing", lambda: bench_indexing(photos, checkpoint, 32)),
+        ("precision", lambda: bench_precisions(photos, checkpoint, 32)),
         ("text-cache", lambda: bench_text_cache(photos[0], checkpoint, args.labels)),
         ("cold-search", lambda: bench_cold_search(photos, checkpoint, 5)),
         ("scale", lambda: bench_scale(args.vectors, 200)),
@@ -401,9 +475,13 @@ def main() -> None:
     notes = [
         f"Indexing: {len(photos)} camera-size (3264x2448) textured JPEGs, {MODEL} with random "
         "weights, batch 32. Search scale: clustered vectors (2,000-component Gaussian mixture "
-        "on the unit sphere), 200 held-out queries, median latency.",
+        "on the unit sphere), 200 held-out queries, median latency. The text-cache rows use "
+        f"{args.labels} labels: 1,000 labels x 80 templates is 80,000 ViT-B text passes, hours "
+        "on two cores; the first run grows with the label count and the cached run does not, "
+        "so the ratio only grows with more labels.",
+        *FINDINGS,
     ]
-    write_results(rows, notes)
+    write_results(merge_with_earlier(rows) if args.only else rows, notes)
     print((HERE / "RESULTS.md").read_text())
 
 
