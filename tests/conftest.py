@@ -39,16 +39,19 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     open_clip loads it through its real --pretrained path; answers are meaningless but
     deterministic, which is what plumbing and parity tests need.
     """
+    return save_random_checkpoint(tmp_path_factory.mktemp("weights") / "random-shapes.pt", 0)
+
+
+def save_random_checkpoint(path: Path, seed: int) -> Path:
+    """Random-init weights of the bundled architecture, from a fixed seed, saved to `path`."""
     import open_clip
     import torch
 
     from clipcli.encoder import BUNDLED_CONFIG_DIR
 
     open_clip.add_model_config(BUNDLED_CONFIG_DIR)
-    torch.manual_seed(0)
-    model = open_clip.create_model(TEST_MODEL)
-    path = tmp_path_factory.mktemp("weights") / "random-shapes.pt"
-    torch.save(model.state_dict(), path)
+    torch.manual_seed(seed)
+    torch.save(open_clip.create_model(TEST_MODEL).state_dict(), path)
     return path
 
 

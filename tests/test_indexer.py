@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL
+from conftest import TEST_MODEL, save_random_checkpoint
 from PIL import Image
 
 from clipcli.catalog import CATALOG_FILE
@@ -169,17 +169,7 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Same architecture as `random_checkpoint`, other weights: counts as another model."""
-    import open_clip
-    import torch
-
-    from clipcli.encoder import BUNDLED_CONFIG_DIR
-
-    open_clip.add_model_config(BUNDLED_CONFIG_DIR)
-    torch.manual_seed(1)
-    model = open_clip.create_model(TEST_MODEL)
-    path = tmp_path_factory.mktemp("other-weights") / "other-shapes.pt"
-    torch.save(model.state_dict(), path)
-    return path
+    return save_random_checkpoint(tmp_path_factory.mktemp("other-weights") / "other-shapes.pt", 1)
 
 
 def under(folder: Path, *names: str) -> list[str]:
