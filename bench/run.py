@@ -295,12 +295,30 @@ def bench_cold_search(photos: list[Path], checkpoint: Path, repeats: int) -> lis
             capture_output=True,
             env=env,
         )
-        command = CLIPCLI + ["search", "a horse", "--index", str(index), "--json"]
-        wall = median_time(
-            lambda: subprocess.run(command, check=True, capture_output=True, env=env), repeats
-        )
+        queries = iter([f"a horse number {i}" for i in range(repeats)])
+
+        def search(query: str) -> None:
+            command = CLIPCLI + ["search", query, "--index", str(index), "--json"]
+            subprocess.run(command, check=True, capture_output=True, env=env)
+
+        new = median_time(lambda: search(next(queries)), repeats)
+        search("a horse")  # the first time computes and caches it
+        repeated = median_time(lambda: search("a horse"), repeats)
     return [
-        Row('cold `clipcli search "a horse"` wall', wall, "s", target="<= 0.5 s", met=wall <= 0.5)
+        Row(
+            "cold `clipcli search`, a query never seen before, wall",
+            new,
+            "s",
+            target="<= 0.5 s",
+            met=new <= 0.5,
+        ),
+        Row(
+            'cold `clipcli search "a horse"` repeated (query cache), wall',
+            repeated,
+            "s",
+            target="<= 0.5 s",
+            met=repeated <= 0.5,
+        ),
     ]
 
 
@@ -434,7 +452,8 @@ FINDINGS = [
     "the two cores with the encoder. int8 (2.5x torch) would meet it, but ONNX Runtime's "
     "dynamic quantisation makes an embedding depend on its batch neighbours, so it stays "
     "opt-in; static int8 quantisation calibrated once per model is the next step.",
-    "- **Cold search (0.90 s, target 0.5 s).** torch is no longer imported; the time is "
+    "- **Cold search of a new query (target 0.5 s; a repeated query is served from the cache "
+    "and meets it).** torch is no longer imported; the time is "
     "loading the 254 MB ViT-B-32 text tower into ONNX Runtime (0.33-0.45 s) and the "
     "tokenizer.json (0.10 s); the forward pass is 0.04 s. Next: keep the 100 MB token "
     "embedding table out of the graph as a memory-mapped array (only the query's rows are "

@@ -11,9 +11,7 @@ from clipcli.images import ImageDecodeError, expand_paths
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
 from clipcli.scorer import Prediction, rank_labels
-from clipcli.settings import cache_dir, model_choice, precision_choice
-
-TEXT_CACHE_FILE = "text_embeddings.sqlite3"
+from clipcli.settings import model_choice, precision_choice
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ def classify_paths(
     files = expand_paths(paths)
     spec = resolve_model_spec(*model_choice(model, pretrained))
     encoder = load_encoder(spec, device, precision_choice(precision))
-    cache = TextEmbeddingCache(cache_dir() / TEXT_CACHE_FILE)
+    cache = TextEmbeddingCache.default()
     try:
         text = label_embeddings(encoder, labels, templates, cache)
     finally:

@@ -277,7 +277,9 @@ def _encode(
     by_path = {file.path: (file, sha) for file, sha in work}
     encoded: list[str] = []
     failed: list[Skipped] = []
+    progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
     model = encoder()  # loaded before the bar starts, so its rate and ETA are the encoding's
+    progress.advance(1)
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
     for batch in embed_files(model, paths, batch_size):

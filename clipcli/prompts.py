@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 PROMPT_DIRS = (Path(__file__).parent / "prompts", Path(__file__).parent.parent / "prompts")
 TEMPLATE_SUFFIX = ".txt"
 TEXTS_PER_FORWARD = 256
+TEXT_CACHE_FILE = "text_embeddings.sqlite3"
+# The cache key standing for "no template": search queries are embedded as typed.
+RAW_QUERY = "raw-query"
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
 
 
 class TextEmbeddingCache:
-    """Label embeddings on disk, keyed by model fingerprint, template digest and label."""
+    """Text embeddings on disk, keyed by model fingerprint, template digest and text."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +138,12 @@ class TextEmbeddingCache:
 
     def close(self) -> None:
         self._db.close()
+
+    @classmethod
+    def default(cls) -> TextEmbeddingCache:
+        from clipcli.settings import cache_dir
+
+        return cls(cache_dir() / TEXT_CACHE_FILE)
 
 
 def label_embeddings(

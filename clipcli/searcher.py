@@ -11,6 +11,7 @@ from clipcli import onnx_towers, vector_index
 from clipcli.catalog import CATALOG_FILE, Catalog
 from clipcli.encoder import Embeddings, Encoder, ModelSpec, embed_files, load_encoder
 from clipcli.errors import IndexMissingError, UsageError
+from clipcli.prompts import RAW_QUERY, TextEmbeddingCache
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,29 @@ def search_index(
 
 
 def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device: str) -> Embeddings:
-    """A text-only query on the CPU goes through the exported text tower, without torch."""
-    if image is None and query and device in {"auto", "cpu"}:
-        fast = onnx_towers.fast_text_encoder(spec)
-        if fast is not None:
-            return fast([query])[0]
+    """A text-only query is served from the cache, else by the exported text tower (no torch)."""
+    if image is None and query:
+        cache = TextEmbeddingCache.default()
+        try:
+            cached = cache.get(spec.fingerprint, RAW_QUERY, [query]).get(query)
+            if cached is None:
+                cached = _embed_text(spec, query, device)
+                cache.put(spec.fingerprint, RAW_QUERY, {query: cached})
+        finally:
+            cache.close()
+        return cached
     encoder = load_encoder(spec, device)
     onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
     return _query_vector(encoder, query, image)
+
+
+def _embed_text(spec: ModelSpec, query: str, device: str) -> Embeddings:
+    fast = onnx_towers.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
+    if fast is not None:
+        return fast([query])[0]
+    encoder = load_encoder(spec, device)
+    onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
+    return encoder.encode_texts([query])[0]
 
 
 def _query_vector(encoder: Encoder, query: str | None, image: Path | None) -> Embeddings:

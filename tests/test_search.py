@@ -81,3 +81,18 @@ def test_missing_index_points_to_clipcli_index(cli, tmp_path):
     result = cli("search", "a horse", "--index", tmp_path / "nowhere")
     assert result.exit_code == 1
     assert "clipcli index" in result.stderr
+
+
+def test_a_repeated_query_is_served_from_the_cache(cli, indexed, monkeypatch):
+    from clipcli import onnx_towers, searcher
+
+    _, first = cli.json("search", "a purple kite", "--index", indexed, "--top-k", "3")
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the text encoder ran for a cached query")
+
+    monkeypatch.setattr(onnx_towers, "fast_text_encoder", no_encoder)
+    monkeypatch.setattr(searcher, "load_encoder", no_encoder)
+    result, again = cli.json("search", "a purple kite", "--index", indexed, "--top-k", "3")
+    assert result.exit_code == 0, result.stderr
+    assert again == first
