@@ -223,8 +223,7 @@ def _select_backend(encoder: Encoder, precision: str) -> None:
             )
         kind = "fp32" if precision == "onnx" else "int8"
         path = onnx_towers.ensure_image_tower(encoder, kind)
-        agreement = onnx_towers.ExportFolder.for_spec(encoder.spec).read_meta()
-        cosine = agreement.get(f"image_{kind}_cosine", 0.0)
+        cosine = onnx_towers.image_agreement(encoder.spec, kind)
         if cosine < onnx_towers.MIN_COSINE[kind]:
             raise UsageError(
                 f"the ONNX export of {encoder.spec.describe()} does not agree with torch "
@@ -234,18 +233,12 @@ def _select_backend(encoder: Encoder, precision: str) -> None:
         encoder.image_runner = onnx_towers.runner(path)
         encoder.backend = f"onnx-{kind}"
         return
-    folder = onnx_towers.ExportFolder.for_spec(encoder.spec)
-    if on_cpu and "image_export_error" not in folder.read_meta():
-        # int8 is left out on purpose: ONNX Runtime's dynamic quantisation scales activations
-        # per batch, so an image's embedding would depend on the images batched with it.
-        try:
-            path = onnx_towers.ensure_image_tower(encoder, "fp32")
-        except Exception as exc:  # an architecture the exporter cannot handle keeps torch
-            folder.update_meta(image_export_error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            return
-        if folder.read_meta().get("image_fp32_cosine", 0.0) >= onnx_towers.AUTO_MIN_COSINE:
-            encoder.image_runner = onnx_towers.runner(path)
-            encoder.backend = "onnx-fp32"
+    # int8 is left out of auto on purpose: ONNX Runtime's dynamic quantisation scales
+    # activations per batch, so an image's embedding would depend on the images batched with it.
+    path = onnx_towers.faithful_image_tower(encoder) if on_cpu else None
+    if path is not None:
+        encoder.image_runner = onnx_towers.runner(path)
+        encoder.backend = "onnx-fp32"
 
 
 def _cpu_has_bf16() -> bool:

@@ -66,18 +66,21 @@ def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device:
         finally:
             cache.close()
         return cached
-    encoder = load_encoder(spec, device)
-    onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
-    return _query_vector(encoder, query, image)
+    return _query_vector(_torch_encoder(spec, device), query, image)
 
 
 def _embed_text(spec: ModelSpec, query: str, device: str) -> Embeddings:
     fast = onnx_towers.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
     if fast is not None:
         return fast([query])[0]
+    return _torch_encoder(spec, device).encode_texts([query])[0]
+
+
+def _torch_encoder(spec: ModelSpec, device: str) -> Encoder:
+    """The full model, for queries the fast path cannot serve; it also prepares that path."""
     encoder = load_encoder(spec, device)
     onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
-    return encoder.encode_texts([query])[0]
+    return encoder
 
 
 def _query_vector(encoder: Encoder, query: str | None, image: Path | None) -> Embeddings:
