@@ -37,8 +37,9 @@ BUNDLED_CONFIG_DIR = PACKAGE_DIR / "model_configs"
 BUNDLED_WEIGHTS = {"clipcli-shapes": PACKAGE_DIR / "weights" / "clipcli-shapes.pt"}
 HF_HUB_PREFIX = "hf-hub:"
 # fp32: open_clip's torch reference. bf16: torch autocast (CPUs with AVX-512 BF16/AMX, GPUs).
-# onnx / int8: ONNX Runtime on the CPU. auto: ONNX Runtime fp32 on the CPU when its embeddings
-# agree with torch fp32 to cosine >= 0.999 (checked at export), otherwise torch fp32.
+# onnx / int8: ONNX Runtime on the CPU. auto: on the CPU, the fastest of torch fp32, ONNX fp32
+# and ONNX int8 whose embeddings agree with torch fp32 to cosine >= 0.999 (checked and timed
+# once per model at export).
 PRECISIONS = ("auto", "fp32", "bf16", "onnx", "int8")
 
 
@@ -222,23 +223,38 @@ def _select_backend(encoder: Encoder, precision: str) -> None:
                 hint="use --device cpu, and pip install onnxruntime if it is missing",
             )
         kind = "fp32" if precision == "onnx" else "int8"
-        path = onnx_towers.ensure_image_tower(encoder, kind)
-        cosine = onnx_towers.image_agreement(encoder.spec, kind)
-        if cosine < onnx_towers.MIN_COSINE[kind]:
-            raise UsageError(
-                f"the ONNX export of {encoder.spec.describe()} does not agree with torch "
-                f"(lowest cosine {cosine:.4f})",
-                hint="use --precision fp32",
-            )
-        encoder.image_runner = onnx_towers.runner(path)
-        encoder.backend = f"onnx-{kind}"
-        return
-    # int8 is left out of auto on purpose: ONNX Runtime's dynamic quantisation scales
-    # activations per batch, so an image's embedding would depend on the images batched with it.
-    path = onnx_towers.faithful_image_tower(encoder) if on_cpu else None
-    if path is not None:
-        encoder.image_runner = onnx_towers.runner(path)
-        encoder.backend = "onnx-fp32"
+        _use_onnx(encoder, _checked_kind(encoder, kind))
+    elif on_cpu:
+        kind = onnx_towers.fastest_faithful(onnx_towers.prepare_image_towers(encoder))
+        if kind is not None:
+            _use_onnx(encoder, kind)
+
+
+def _checked_kind(encoder: Encoder, kind: str) -> str:
+    """`kind` if its export exists and agrees with torch well enough to be asked for."""
+    from clipcli import onnx_towers
+
+    meta = onnx_towers.prepare_image_towers(encoder)
+    if "image_export_error" in meta:
+        raise UsageError(
+            f"{encoder.spec.describe()} cannot be exported to ONNX ({meta['image_export_error']})",
+            hint="use --precision fp32",
+        )
+    cosine = float(meta.get(f"image_{kind}_cosine", 0.0))
+    if cosine < onnx_towers.MIN_COSINE[kind]:
+        raise UsageError(
+            f"the ONNX export of {encoder.spec.describe()} does not agree with torch "
+            f"(lowest cosine {cosine:.4f})",
+            hint="use --precision fp32",
+        )
+    return kind
+
+
+def _use_onnx(encoder: Encoder, kind: str) -> None:
+    from clipcli import onnx_towers
+
+    encoder.image_runner = onnx_towers.image_runner(encoder.spec, kind)
+    encoder.backend = f"onnx-{kind}"
 
 
 def _cpu_has_bf16() -> bool:

@@ -1,10 +1,9 @@
-"""The model's image and text towers exported once to ONNX and run with ONNX Runtime.
+"""The model's image and text towers exported once to ONNX, checked against torch, and chosen.
 
-ONNX Runtime runs the same graph as eager torch at least as fast on CPUs (1.04x for ViT-B-32 on
-the benchmark machine, more on others), and the text tower plus the torch-free tokenizer let
-`clipcli search` answer without importing torch at all. Exports are
-cached per model fingerprint and checked against torch before use: `export.json` records the
-lowest cosine between torch and ONNX embeddings on a calibration batch.
+Exports are cached per model fingerprint. `export.json` records, for each image backend, the
+lowest cosine between its embeddings and torch fp32's on calibration images, and its speed on
+this machine; `auto` takes the fastest backend that agrees to AUTO_MIN_COSINE. The text tower
+plus the torch-free tokenizer let `clipcli search` answer without importing torch at all.
 """
 
 from __future__ import annotations
@@ -13,7 +12,9 @@ import contextlib
 import hashlib
 import json
 import os
+import statistics
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipcli.onnx_sessions import (
+    Runner,
+    batch_runner,
+    normalise,
+    onnxruntime_available,
+    per_image_runner,
+    save_optimised,
+)
 from clipcli.settings import cache_dir
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from clipcli.encoder import Embeddings, Encoder, ModelSpec
 
 OPSET = 17
+# What the files of an export folder look like; a folder of another layout is exported again.
+LAYOUT = 2
 # Agreement needed for `auto` to choose a backend over torch fp32 (the issue's contract).
 AUTO_MIN_COSINE = 0.999
 # Below these an explicitly requested backend is refused: its answers would not be the model's.
 MIN_COSINE = {"fp32": AUTO_MIN_COSINE, "int8": 0.99}
+IMAGE_KINDS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -52,68 +66,52 @@ class ExportFolder:
         return self.path / "tokenizer.json"
 
     def read_meta(self) -> dict[str, Any]:
+        """What the export recorded; nothing for a folder of an older layout."""
         try:
-            return json.loads((self.path / "export.json").read_text())
+            meta = json.loads((self.path / "export.json").read_text())
         except (OSError, ValueError):
             return {}
+        return meta if meta.get("layout") == LAYOUT else {}
 
     def update_meta(self, **values: Any) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        meta = {**self.read_meta(), **values}
+        meta = {**self.read_meta(), **values, "layout": LAYOUT}
         tmp = self.path / ".export.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.path / "export.json")
 
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[dict[str, Any]]:
+        """Exclusive use for exporting; yields the recorded meta.
 
-def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def normalise(features: np.ndarray) -> Embeddings:
-    features = features.astype(np.float32)
-    return features / np.linalg.norm(features, axis=1, keepdims=True)
-
-
-def session(path: Path) -> Any:
-    """An ONNX Runtime session; the graph optimisation is done once and saved beside the model.
-
-    Optimising a ViT-B text tower takes a good part of a cold search; loading the saved,
-    already-optimised graph with optimisation off skips that work on every later start.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
-    optimised = path.with_suffix(".opt.onnx")
-    if optimised.exists():
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        source = optimised
-    else:
-        # EXTENDED, not ALL: the saved graph must not depend on this CPU's memory layouts.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(optimised)
-        source = path
-    return ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-
-
-def runner(path: Path) -> Callable[[np.ndarray], Embeddings]:
-    """A function from a float32 or int64 input batch to unit-length embeddings."""
-    sess = session(path)
-    name = sess.get_inputs()[0].name
-    return lambda batch: normalise(sess.run(None, {name: batch})[0])
+        A second process waits here, then finds the work done. The files of an older layout are
+        removed first: they are several hundred MB and nothing reads them any more.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f"{self.path.name}.lock", "a+") as handle:
+            try:
+                import fcntl
+            except ImportError:  # Windows: no advisory locks; writes are still atomic renames
+                fcntl = None
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if not self.read_meta():
+                    for old in self.path.iterdir():
+                        old.unlink()
+                    self.update_meta()
+                yield self.read_meta()
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _export(module: Any, example: Any, path: Path, input_name: str) -> None:
-    """torch.onnx.export with a dynamic batch axis, written atomically."""
+    """torch.onnx.export with a dynamic batch axis (the plain graph; see _finish)."""
     import warnings
 
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     # Not under no_grad: there nn.MultiheadAttention takes its fused inference kernel, which the
     # exporter cannot translate; with gradients enabled it traces the plain, exportable ops.
@@ -130,6 +128,31 @@ def _export(module: Any, example: Any, path: Path, input_name: str) -> None:
             dynamo=False,
         )
     os.replace(tmp, path)
+
+
+def _finish(*plain: Path) -> None:
+    """Save the optimised graphs that sessions load; the plain exports are then not needed."""
+    for path in plain:
+        save_optimised(path)
+    for path in plain:
+        path.unlink()
+
+
+def _quantise(fp32: Path, int8: Path) -> None:
+    """Dynamic int8 for the matrix products only.
+
+    Convolutions stay fp32: ONNX Runtime's integer convolution is slower than its float one
+    (a ViT's patch embedding took 18% of the int8 run time), and they are a small part of a ViT.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _stderr_silenced():
+        quantize_dynamic(
+            str(fp32),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
 
 
 @contextlib.contextmanager
@@ -151,60 +174,87 @@ def _lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.min(np.sum(normalise(a) * normalise(b), axis=1)))
 
 
-def _calibration_batch(size: int, count: int = 8) -> Any:
-    """Photo-like inputs (smooth colour fields with fine grain), normalised like CLIP's inputs.
+def _images_per_second(run: Callable[[], object], images: int) -> float:
+    run()  # the first run allocates buffers and reads the weights in
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return images / statistics.median(times)
 
-    Pure noise flatters quantised models; smooth structure with edges is closer to photos.
+
+def calibration_images(size: int, count: int = 8) -> list[Image.Image]:
+    """Photo-like images (smooth colour fields with fine grain) and drawings of solid shapes.
+
+    Pure noise flatters quantised models; smooth structure with edges is closer to photos, and
+    flat shapes on plain backgrounds are the other extreme of what users index.
     """
+    from PIL import Image
+
+    from clipcli.shapes import draw_shape
+
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(count):
+        coarse = Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8))
+        smooth = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32)
+        grain = rng.normal(0.0, 12.0, smooth.shape)
+        images.append(Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)))
+        images.append(draw_shape(rng, size=(size, size))[0])
+    return images
+
+
+def image_runner(spec: ModelSpec, kind: str) -> Runner:
+    """The exported image tower of `kind` ('fp32' or 'int8') as a function of a pixel batch."""
+    path = ExportFolder.for_spec(spec).tower(f"image-{kind}")
+    return per_image_runner(path) if kind == "int8" else batch_runner(path)
+
+
+def prepare_image_towers(encoder: Encoder) -> dict[str, Any]:
+    """Export, check and time the image tower once per model; returns what export.json records.
+
+    A model the exporter cannot handle is recorded as such (`image_export_error`), so the
+    export is not tried again on every run.
+    """
+    folder = ExportFolder.for_spec(encoder.spec)
+    with folder.writing() as meta:
+        if "image_torch_rate" in meta or "image_export_error" in meta:
+            return meta
+        try:
+            _export_and_check_image_towers(encoder, folder)
+        except Exception as exc:  # an architecture the exporter cannot handle keeps torch
+            _record_failure(folder, exc, "image_export_error")
+        return folder.read_meta()
+
+
+def _export_and_check_image_towers(encoder: Encoder, folder: ExportFolder) -> None:
     import torch
 
-    generator = torch.Generator().manual_seed(0)
-    coarse = torch.rand(count, 3, 6, 6, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic")
-    grain = 0.05 * torch.randn(count, 3, size, size, generator=generator)
-    return ((smooth + grain).clamp(0, 1) - 0.45) / 0.27
+    images = calibration_images(encoder.input_size)
+    pixels = torch.stack([encoder.preprocess(image) for image in images])
+    _export(_tower(encoder.model, "encode_image"), pixels[:2], folder.tower("image-fp32"), "pixels")
+    _quantise(folder.tower("image-fp32"), folder.tower("image-int8"))
+    _finish(folder.tower("image-fp32"), folder.tower("image-int8"))
+    reference = encoder.encode_images_torch(pixels)
+    timed = pixels[:8]  # enough to rank the backends; the cosines use every image
+    meta = {"image_torch_rate": _images_per_second(lambda: encoder.encode_images_torch(timed), 8)}
+    for kind in IMAGE_KINDS:
+        run = image_runner(encoder.spec, kind)
+        meta[f"image_{kind}_cosine"] = _lowest_cosine(reference, run(pixels.numpy()))
+        meta[f"image_{kind}_rate"] = _images_per_second(lambda r=run: r(timed.numpy()), 8)
+    folder.update_meta(**meta)
 
 
-def ensure_image_tower(encoder: Encoder, precision: str) -> Path:
-    """The image tower as ONNX ('fp32' or 'int8'), exported and checked once per model."""
-    folder = ExportFolder.for_spec(encoder.spec)
-    fp32 = folder.tower("image-fp32")
-    size = encoder.input_size
-    calibration = _calibration_batch(size)
-    if not fp32.exists():
-        _export(_tower(encoder.model, "encode_image"), calibration[:2], fp32, "pixels")
-    target = fp32 if precision == "fp32" else folder.tower("image-int8")
-    key = f"image_{precision}_cosine"
-    if precision == "int8" and not target.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8)
-    if key not in folder.read_meta():
-        reference = encoder.encode_images_torch(calibration)
-        got = runner(target)(calibration.numpy())
-        folder.update_meta(**{key: _lowest_cosine(reference, got)})
-    return target
-
-
-def image_agreement(spec: ModelSpec, precision: str) -> float:
-    """The lowest cosine to torch fp32 recorded when the tower was checked (0 if never)."""
-    return float(ExportFolder.for_spec(spec).read_meta().get(f"image_{precision}_cosine", 0.0))
-
-
-def faithful_image_tower(encoder: Encoder) -> Path | None:
-    """The fp32 image tower if it exports and agrees with torch to AUTO_MIN_COSINE, else None.
-
-    A model the exporter cannot handle is recorded, so the export is not tried on every run.
-    """
-    folder = ExportFolder.for_spec(encoder.spec)
-    if "image_export_error" in folder.read_meta():
-        return None
-    try:
-        path = ensure_image_tower(encoder, "fp32")
-    except Exception as exc:  # an architecture the exporter cannot handle keeps torch
-        _record_failure(folder, exc, "image_export_error")
-        return None
-    return path if image_agreement(encoder.spec, "fp32") >= AUTO_MIN_COSINE else None
+def fastest_faithful(meta: dict[str, Any]) -> str | None:
+    """The fastest exported image backend agreeing with torch fp32 to AUTO_MIN_COSINE, or None
+    when torch fp32 itself is the fastest of them (or nothing was exported)."""
+    best, best_rate = None, float(meta.get("image_torch_rate", float("inf")))
+    for kind in IMAGE_KINDS:
+        rate = float(meta.get(f"image_{kind}_rate", 0.0))
+        if meta.get(f"image_{kind}_cosine", 0.0) >= AUTO_MIN_COSINE and rate > best_rate:
+            best, best_rate = kind, rate
+    return best
 
 
 def _record_failure(folder: ExportFolder, exc: Exception, key: str, **also: Any) -> None:
@@ -216,25 +266,25 @@ def ensure_text_tower(encoder: Encoder) -> bool:
     from clipcli.tokenizer import FastTokenizer, build_from_open_clip, matches_open_clip
 
     folder = ExportFolder.for_spec(encoder.spec)
-    meta = folder.read_meta()
-    if "text_ok" in meta:
-        return bool(meta["text_ok"])
-    tokenizer = encoder.tokenizer
-    if not hasattr(tokenizer, "bpe_ranks") or getattr(tokenizer, "reduction_fn", None):
-        folder.update_meta(text_ok=False)  # not CLIP's BPE tokenizer: keep the torch path
-        return False
-    folder.path.mkdir(parents=True, exist_ok=True)
-    build_from_open_clip(tokenizer).save(str(folder.tokenizer))
-    ids = (tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length)
-    fast = FastTokenizer.load(folder.tokenizer, *ids)
-    tokens = tokenizer(["a photo of a horse.", "a diagram"])
-    _export(_tower(encoder.model, "encode_text"), tokens, folder.tower("text-fp32"), "tokens")
-    reference = encoder.encode_texts(["a photo of a horse.", "a diagram", "x"])
-    got = runner(folder.tower("text-fp32"))(fast(["a photo of a horse.", "a diagram", "x"]))
-    cosine = _lowest_cosine(reference, got)
-    ok = matches_open_clip(fast, tokenizer) and cosine >= AUTO_MIN_COSINE
-    folder.update_meta(text_ok=ok, text_fp32_cosine=cosine, tokenizer_ids=list(ids))
-    return ok
+    with folder.writing() as meta:
+        if "text_ok" in meta:
+            return bool(meta["text_ok"])
+        tokenizer = encoder.tokenizer
+        if not hasattr(tokenizer, "bpe_ranks") or getattr(tokenizer, "reduction_fn", None):
+            folder.update_meta(text_ok=False)  # not CLIP's BPE tokenizer: keep the torch path
+            return False
+        build_from_open_clip(tokenizer).save(str(folder.tokenizer))
+        ids = (tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length)
+        fast = FastTokenizer.load(folder.tokenizer, *ids)
+        tokens = tokenizer(["a photo of a horse.", "a diagram"])
+        _export(_tower(encoder.model, "encode_text"), tokens, folder.tower("text-fp32"), "tokens")
+        _finish(folder.tower("text-fp32"))
+        texts = ["a photo of a horse.", "a diagram", "x"]
+        got = batch_runner(folder.tower("text-fp32"), prepack=False)(fast(texts))
+        cosine = _lowest_cosine(encoder.encode_texts(texts), got)
+        ok = matches_open_clip(fast, tokenizer) and cosine >= AUTO_MIN_COSINE
+        folder.update_meta(text_ok=ok, text_fp32_cosine=cosine, tokenizer_ids=list(ids))
+        return ok
 
 
 def prepare_fast_search(encoder: Encoder) -> None:
@@ -259,7 +309,8 @@ def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | No
     from clipcli.tokenizer import FastTokenizer
 
     tokenize = FastTokenizer.load(folder.tokenizer, *meta["tokenizer_ids"])
-    run = runner(folder.tower("text-fp32"))
+    # One query: laying the weights out for batched kernels would cost more than it saves.
+    run = batch_runner(folder.tower("text-fp32"), prepack=False)
     return lambda texts: run(tokenize(texts))
 
 

@@ -14,6 +14,7 @@ from conftest import TEST_MODEL, make_image
 from clipcli import onnx_towers
 from clipcli.encoder import ModelSpec, load_encoder
 from clipcli.errors import UsageError
+from clipcli.onnx_sessions import optimised_path
 from clipcli.tokenizer import PROBES, FastTokenizer, build_from_open_clip
 
 # A tiny ViT, like the photo models (the bundled shapes model is a ResNet, tested below too).
@@ -53,13 +54,30 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-def test_auto_runs_the_image_tower_on_onnx_runtime_when_it_agrees(spec, batch):
+def test_auto_takes_the_fastest_backend_that_agrees_with_torch(spec, batch):
     encoder = load_encoder(spec, "cpu", "auto")
-    assert encoder.backend == "onnx-fp32"
     assert not encoder.model.training  # exporting must leave the torch model in eval mode
     meta = onnx_towers.ExportFolder.for_spec(spec).read_meta()
+    assert {"image_torch_rate", "image_fp32_rate", "image_int8_rate"} <= meta.keys()
     assert meta["image_fp32_cosine"] >= 0.999
+    chosen = onnx_towers.fastest_faithful(meta)
+    assert encoder.backend == (f"onnx-{chosen}" if chosen else "torch-fp32")
     assert cosines(encoder.encode_images(batch), encoder.encode_images_torch(batch)).min() > 0.999
+
+
+def test_speed_ranks_the_backends_and_agreement_gates_them():
+    meta = {
+        "image_torch_rate": 10.0,
+        "image_fp32_rate": 11.0,
+        "image_fp32_cosine": 1.0,
+        "image_int8_rate": 25.0,
+        "image_int8_cosine": 0.9995,
+    }
+    assert onnx_towers.fastest_faithful(meta) == "int8"
+    assert onnx_towers.fastest_faithful({**meta, "image_int8_cosine": 0.998}) == "fp32"
+    assert onnx_towers.fastest_faithful({**meta, "image_int8_rate": 10.5}) == "fp32"
+    assert onnx_towers.fastest_faithful({**meta, "image_torch_rate": 30.0}) is None
+    assert onnx_towers.fastest_faithful({}) is None  # nothing exported: torch
 
 
 def test_fp32_is_the_open_clip_reference(spec, batch):
@@ -79,9 +97,16 @@ def test_int8_is_opt_in_and_reports_its_agreement(spec, batch):
     assert measured > 0.9  # a random tiny model; bench/RESULTS.md reports ViT-B-32's figure
 
 
+def test_an_int8_embedding_does_not_depend_on_the_images_batched_with_it(spec, batch):
+    encoder = load_encoder(spec, "cpu", "int8")
+    alone = np.concatenate([encoder.encode_images(batch[i : i + 1]) for i in range(len(batch))])
+    np.testing.assert_array_equal(encoder.encode_images(batch), alone)
+    np.testing.assert_array_equal(encoder.encode_images(batch[2:4]), alone[2:4])
+
+
 def test_exports_are_made_once_per_model(spec):
     load_encoder(spec, "cpu", "onnx")
-    tower = onnx_towers.ExportFolder.for_spec(spec).tower("image-fp32")
+    tower = optimised_path(onnx_towers.ExportFolder.for_spec(spec).tower("image-fp32"))
     before = tower.stat().st_mtime_ns
     load_encoder(spec, "cpu", "onnx")
     assert tower.stat().st_mtime_ns == before
@@ -206,6 +231,8 @@ def test_the_bundled_resnet_exports_exactly_too(batch):
     from clipcli.encoder import BUNDLED_WEIGHTS
 
     spec = ModelSpec(TEST_MODEL, str(BUNDLED_WEIGHTS[TEST_MODEL]))
-    encoder = load_encoder(spec, "cpu", "auto")
-    assert encoder.backend == "onnx-fp32"
-    assert cosines(encoder.encode_images(batch), encoder.encode_images_torch(batch)).min() > 0.999
+    assert load_encoder(spec, "cpu", "onnx").backend == "onnx-fp32"
+    for precision in ("onnx", "auto"):  # auto: whichever backend is fastest here, faithfully
+        encoder = load_encoder(spec, "cpu", precision)
+        got = encoder.encode_images(batch)
+        assert cosines(got, encoder.encode_images_torch(batch)).min() > 0.999

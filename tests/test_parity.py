@@ -84,7 +84,8 @@ def test_search_scores_are_cosines_from_open_clip(
     cli, model_args, random_checkpoint, photo_folder, tmp_path
 ):
     index = tmp_path / "index"
-    assert cli("index", photo_folder, "--index", index, *model_args).exit_code == 0
+    indexed = cli("index", photo_folder, "--index", index, "--precision", "fp32", *model_args)
+    assert indexed.exit_code == 0
     result, hits = cli.json("search", "a red square", "--index", index, "--top-k", "5")
     assert result.exit_code == 0, result.stderr
 
