@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 OPSET = 17
 # What the files of an export folder look like; a folder of another layout is exported again.
-LAYOUT = 2
+LAYOUT = 3
 # Agreement needed for `auto` to choose a backend over torch fp32 (the issue's contract).
 AUTO_MIN_COSINE = 0.999
 # Below these an explicitly requested backend is refused: its answers would not be the model's.
@@ -263,7 +263,7 @@ def _record_failure(folder: ExportFolder, exc: Exception, key: str, **also: Any)
 
 def ensure_text_tower(encoder: Encoder) -> bool:
     """Export the text tower and a torch-free tokenizer; True when both agree with open_clip."""
-    from clipcli.tokenizer import FastTokenizer, build_from_open_clip, matches_open_clip
+    from clipcli.tokenizer import FastTokenizer, matches_open_clip
 
     folder = ExportFolder.for_spec(encoder.spec)
     with folder.writing() as meta:
@@ -273,9 +273,8 @@ def ensure_text_tower(encoder: Encoder) -> bool:
         if not hasattr(tokenizer, "bpe_ranks") or getattr(tokenizer, "reduction_fn", None):
             folder.update_meta(text_ok=False)  # not CLIP's BPE tokenizer: keep the torch path
             return False
-        build_from_open_clip(tokenizer).save(str(folder.tokenizer))
-        ids = (tokenizer.sot_token_id, tokenizer.eot_token_id, tokenizer.context_length)
-        fast = FastTokenizer.load(folder.tokenizer, *ids)
+        fast = FastTokenizer.from_open_clip(tokenizer)
+        fast.save(folder.tokenizer)
         tokens = tokenizer(["a photo of a horse.", "a diagram"])
         _export(_tower(encoder.model, "encode_text"), tokens, folder.tower("text-fp32"), "tokens")
         _finish(folder.tower("text-fp32"))
@@ -283,7 +282,7 @@ def ensure_text_tower(encoder: Encoder) -> bool:
         got = batch_runner(folder.tower("text-fp32"), prepack=False)(fast(texts))
         cosine = _lowest_cosine(encoder.encode_texts(texts), got)
         ok = matches_open_clip(fast, tokenizer) and cosine >= AUTO_MIN_COSINE
-        folder.update_meta(text_ok=ok, text_fp32_cosine=cosine, tokenizer_ids=list(ids))
+        folder.update_meta(text_ok=ok, text_fp32_cosine=cosine)
         return ok
 
 
@@ -308,7 +307,10 @@ def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | No
         return None
     from clipcli.tokenizer import FastTokenizer
 
-    tokenize = FastTokenizer.load(folder.tokenizer, *meta["tokenizer_ids"])
+    try:
+        tokenize = FastTokenizer.load(folder.tokenizer)
+    except (OSError, ValueError, KeyError, TypeError):  # damaged cache: the torch path still works
+        return None
     # One query: laying the weights out for batched kernels would cost more than it saves.
     run = batch_runner(folder.tower("text-fp32"), prepack=False)
     return lambda texts: run(tokenize(texts))

@@ -15,7 +15,7 @@ from clipcli import onnx_towers
 from clipcli.encoder import ModelSpec, load_encoder
 from clipcli.errors import UsageError
 from clipcli.onnx_sessions import optimised_path
-from clipcli.tokenizer import PROBES, FastTokenizer, build_from_open_clip
+from clipcli.tokenizer import PROBES, FastTokenizer
 
 # A tiny ViT, like the photo models (the bundled shapes model is a ResNet, tested below too).
 VIT_CONFIG = {
@@ -133,9 +133,17 @@ def test_fast_tokenizer_gives_open_clips_tokens(tmp_path):
 
     reference = open_clip.get_tokenizer("ViT-B-32")
     path = tmp_path / "tokenizer.json"
-    build_from_open_clip(reference).save(str(path))
-    fast = FastTokenizer.load(path, reference.sot_token_id, reference.eot_token_id, 77)
-    texts = [*PROBES, "a photo of a red star.", "Zürich at NIGHT", "don't stop", "x" * 500]
+    FastTokenizer.from_open_clip(reference).save(path)
+    fast = FastTokenizer.load(path)
+    texts = [
+        *PROBES,
+        "a photo of a red star.",
+        "Zürich at NIGHT",
+        "don't stop",
+        "x" * 500,
+        "naïve résumé ½ \u216b \uff12\uff10\uff12\uff16 東京の夜 Ελληνικά",  # Ⅻ, full-width 2026
+        "tabs\tand \u00a0non-breaking spaces, underscores_in_words, CamelCase99",
+    ]
     np.testing.assert_array_equal(fast(texts), reference(texts).numpy())
 
 
