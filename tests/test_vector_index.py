@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from clipcli import vector_index
 
@@ -48,3 +49,74 @@ def test_ivf_sizes_grow_with_the_square_root_of_the_collection():
 def test_an_empty_collection_answers_with_no_hits():
     index = vector_index.build(np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
     assert vector_index.search(index, np.ones(4, dtype=np.float32), 5) == []
+
+
+def flat_ip_hits(ids: np.ndarray, vectors: np.ndarray, query: np.ndarray, k: int) -> list:
+    """What one plain IndexFlatIP scan answers, as (catalog id, score) pairs."""
+    import faiss
+
+    plain = faiss.IndexFlatIP(vectors.shape[1])
+    plain.add(vectors)
+    scores, rows = plain.search(query.reshape(1, -1), k)
+    return [(int(ids[r]), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r != -1]
+
+
+def hits_of(index, query: np.ndarray, k: int, parts: int) -> list:
+    return [(h.id, h.score) for h in vector_index.search(index, query, k, parts=parts)]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 10, 4000])
+def test_exact_search_answers_exactly_what_a_plain_flat_index_answers(parts, k):
+    # Ids with gaps, as after photos were removed from the catalog; k=4000 exceeds the count.
+    vectors = clustered(3000)
+    ids = np.sort(np.random.default_rng(2).choice(10_000, 3000, replace=False)).astype(np.int64)
+    index = vector_index.build(ids, vectors)
+    for query in clustered(8, seed=3):
+        assert hits_of(index, query, k, parts) == flat_ip_hits(ids, vectors, query, k)
+
+
+def test_exact_search_after_removing_ids_matches_a_flat_index_of_the_rest():
+    vectors = clustered(3000)
+    ids = np.arange(3000, dtype=np.int64) + 500
+    index = vector_index.build(ids, vectors)
+    gone = np.arange(500, 3500, 7, dtype=np.int64)
+    index.remove_ids(gone)
+    keep = ~np.isin(ids, gone)
+    for query in clustered(5, seed=4):
+        expected = flat_ip_hits(ids[keep], vectors[keep], query, 10)
+        assert hits_of(index, query, 10, parts=2) == expected
+        assert not {hit_id for hit_id, _ in expected} & set(gone.tolist())
+
+
+def test_duplicate_vectors_rank_as_in_a_single_scan_across_slice_boundaries():
+    vectors = clustered(3000)
+    copies = [0, 999, 1000, 1499, 1500, 2999]  # either side of the boundaries for 2 and 3 parts
+    vectors[copies] = vectors[1234]
+    ids = np.arange(3000, dtype=np.int64) * 2
+    index = vector_index.build(ids, vectors)
+    for parts in (2, 3):
+        for k in (1, 3, 10):
+            assert hits_of(index, vectors[1234], k, parts) == flat_ip_hits(
+                ids, vectors, vectors[1234], k
+            )
+
+
+def test_more_slices_than_vectors_still_finds_every_vector_once():
+    vectors = clustered(2)
+    index = vector_index.build(np.array([7, 9], dtype=np.int64), vectors)
+    hits = vector_index.search(index, vectors[1], k=5, parts=4)
+    assert [h.id for h in hits] == [9, 7]
+
+
+def test_a_saved_exact_index_reads_back_and_answers_the_same(tmp_path):
+    import faiss
+
+    vectors = clustered(3000)
+    ids = np.arange(3000, dtype=np.int64) * 5
+    index = vector_index.build(ids, vectors)
+    vector_index.save(tmp_path, index, {"catalog": "c", "generation": 1})
+    loaded = faiss.read_index(str(tmp_path / vector_index.INDEX_FILE))
+    query = clustered(1, seed=5)[0]
+    assert hits_of(loaded, query, 10, parts=2) == hits_of(index, query, 10, parts=2)
+    assert hits_of(loaded, query, 10, parts=2) == flat_ip_hits(ids, vectors, query, 10)
