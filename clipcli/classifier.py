@@ -38,15 +38,17 @@ def classify_paths(
 ) -> list[Classification]:
     """Classify files and folders (expanded, sorted); results come back in input order."""
     files = expand_paths(paths)
+    progress = progress or NoProgress()
     spec = resolve_model_spec(*model_choice(model, pretrained))
+    progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
     encoder = load_encoder(spec, device, precision_choice(precision))
+    progress.advance(1)
     cache = TextEmbeddingCache.default()
     try:
-        text = label_embeddings(encoder, labels, templates, cache)
+        text = label_embeddings(encoder, labels, templates, cache, progress)
     finally:
         cache.close()
     results: dict[Path, Classification] = {}
-    progress = progress or NoProgress()
     progress.phase("Classifying", len(files))
     for batch in embed_files(encoder, files, batch_size):
         progress.advance(len(batch.paths) + len(batch.failures))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipcli.errors import UsageError
+from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
     from clipcli.encoder import Embeddings, Encoder
@@ -151,29 +152,38 @@ def label_embeddings(
     labels: Sequence[str],
     templates: TemplateSet,
     cache: TextEmbeddingCache | None = None,
+    progress: ProgressReporter | None = None,
 ) -> Embeddings:
-    """A [n_labels, dim] matrix of unit-length zero-shot label embeddings."""
+    """A [n_labels, dim] matrix of unit-length zero-shot label embeddings.
+
+    Labels missing from the cache are embedded in chunks, and each chunk is cached as soon as it
+    is done: a thousand labels through 80 templates is long work, and an interrupted run keeps
+    what it finished.
+    """
     model_key = encoder.spec.fingerprint
-    cached = cache.get(model_key, templates.digest, labels) if cache else {}
-    missing = [label for label in labels if label not in cached]
-    fresh = _encode_labels(encoder, missing, templates) if missing else {}
-    if cache and fresh:
-        cache.put(model_key, templates.digest, fresh)
-    merged = {**cached, **fresh}
-    return np.stack([merged[label] for label in labels]).astype(np.float32)
+    found = cache.get(model_key, templates.digest, labels) if cache else {}
+    missing = [label for label in labels if label not in found]
+    if missing:
+        progress = progress or NoProgress()
+        progress.phase("Embedding labels", len(missing))
+        for chunk in _encode_labels(encoder, missing, templates):
+            if cache:
+                cache.put(model_key, templates.digest, chunk)
+            found.update(chunk)
+            progress.advance(len(chunk))
+    return np.stack([found[label] for label in labels]).astype(np.float32)
 
 
 def _encode_labels(
     encoder: Encoder, labels: Sequence[str], templates: TemplateSet
-) -> dict[str, Embeddings]:
+) -> Iterator[dict[str, Embeddings]]:
+    """Each label's embedding: the normalised mean over its templates, a chunk at a time."""
     per_label = len(templates.templates)
     labels_per_forward = max(1, TEXTS_PER_FORWARD // per_label)
-    result: dict[str, Embeddings] = {}
     for start in range(0, len(labels), labels_per_forward):
         chunk = labels[start : start + labels_per_forward]
         texts = [text for label in chunk for text in templates.fill(label)]
         embedded = encoder.encode_texts(texts).reshape(len(chunk), per_label, -1)
         means = embedded.mean(axis=1)
         means /= np.linalg.norm(means, axis=1, keepdims=True)
-        result.update(zip(chunk, means.astype(np.float32), strict=True))
-    return result
+        yield dict(zip(chunk, means.astype(np.float32), strict=True))

@@ -96,3 +96,36 @@ def test_cache_is_keyed_by_checkpoint_file(tmp_path, random_checkpoint):
     torch.manual_seed(2)
     torch.save(open_clip.create_model(TEST_MODEL).state_dict(), other)
     assert ModelSpec(TEST_MODEL, str(other)).fingerprint != before
+
+
+class CountingProgress:
+    def __init__(self) -> None:
+        self.phases: dict[str, list[int]] = {}
+
+    def phase(self, description: str, total: int) -> None:
+        self.phases[description] = [total, 0]
+        self._current = description
+
+    def advance(self, count: int) -> None:
+        self.phases[self._current][1] += count
+
+
+def test_an_interrupted_label_run_keeps_the_labels_it_finished(encoder, tmp_path, monkeypatch):
+    cache = TextEmbeddingCache(tmp_path / "cache.sqlite3")
+    templates = load_templates("imagenet")  # 80 templates: three labels per forward pass
+    labels = [f"thing {i}" for i in range(7)]
+    original = encoder.encode_texts
+    calls = []
+
+    def fails_on_the_third_pass(texts):
+        calls.append(texts)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(texts)
+
+    monkeypatch.setattr(encoder, "encode_texts", fails_on_the_third_pass)
+    progress = CountingProgress()
+    with pytest.raises(KeyboardInterrupt):
+        label_embeddings(encoder, labels, templates, cache, progress)
+    assert progress.phases["Embedding labels"] == [7, 6]
+    assert sorted(cache.get(encoder.spec.fingerprint, templates.digest, labels)) == labels[:6]
