@@ -233,7 +233,8 @@ def bench_precisions(photos: list[Path], checkpoint: Path, batch: int) -> list[R
 # -- text embedding cache -------------------------------------------------------------------------
 
 
-def bench_text_cache(photo: Path, checkpoint: Path, labels: int) -> list[Row]:
+def bench_text_cache(photo: Path, model: str, pretrained: str | None, labels: int) -> list[Row]:
+    """classify with the 80 imagenet templates: a first run, then the same labels again."""
     from clipcli.classifier import classify_paths
     from clipcli.prompts import load_templates
 
@@ -247,8 +248,8 @@ def bench_text_cache(photo: Path, checkpoint: Path, labels: int) -> list[Row]:
                 [photo],
                 labels,
                 templates,
-                model=MODEL,
-                pretrained=str(checkpoint),
+                model=model,
+                pretrained=pretrained,
                 device="cpu",
                 top_k=5,
             )
@@ -257,10 +258,11 @@ def bench_text_cache(photo: Path, checkpoint: Path, labels: int) -> list[Row]:
         first = median_time(lambda: run(names), 1)
         second = median_time(lambda: run(names), 3)
     del os.environ["CLIPCLI_HOME"]
+    what = f"{labels:,} labels x 80 templates, {model}"
     return [
-        Row(f"classify, {labels} labels x 80 templates, first run", first, "s"),
+        Row(f"classify, {what}, first run", first, "s"),
         Row(
-            "classify, same labels, cached run",
+            f"classify, {what}, cached run",
             second,
             "s",
             first / second,
@@ -471,31 +473,37 @@ def write_results(rows: list[Row], notes: list[str]) -> None:
     (HERE / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
-# What the numbers mean for the targets not met; kept with the code that measures them.
+# How the targets are met, and what was learned on the way; kept with the code that measures it.
 FINDINGS = [
     "",
-    "## Targets not met, and what would close them",
+    "## How the targets are met",
     "",
-    "- **Indexing vs torch fp32 (0.85x, target 1.5x).** On this CPU ONNX Runtime fp32 runs "
-    "ViT-B-32 at about 1.04x torch (the 2x seen elsewhere does not hold here), so the default, "
-    "exact backend cannot beat torch by much; decoding (8-MP JPEGs at 1/8 DCT scale) shares "
-    "the two cores with the encoder. int8 (2.5x torch) would meet it, but ONNX Runtime's "
-    "dynamic quantisation makes an embedding depend on its batch neighbours, so it stays "
-    "opt-in; static int8 quantisation calibrated once per model is the next step.",
-    "- **Cold search of a new query (target 0.5 s; a repeated query is served from the cache "
-    "and meets it).** torch is no longer imported; the time is "
-    "loading the 254 MB ViT-B-32 text tower into ONNX Runtime (0.33-0.45 s) and the "
-    "tokenizer.json (0.10 s); the forward pass is 0.04 s. Next: keep the 100 MB token "
-    "embedding table out of the graph as a memory-mapped array (only the query's rows are "
-    "read), memory-map the other weights, and ship a compact tokenizer file. (ORT's own model "
-    "format was tried: it loaded in 1.2 s here, slower, and using its bytes in place crashed.)",
+    "- **Indexing.** On this CPU ONNX Runtime fp32 runs ViT-B-32 only about 1.05x faster than "
+    "torch (the 2x seen elsewhere does not hold here), so beating torch by 1.5x end to end "
+    "takes int8: dynamically quantised matrix products (the patch embedding is exported as "
+    "the MatMul it is, so it is quantised too) run at about 3x torch, lowest cosine 0.9998 to "
+    "fp32. Dynamic quantisation scales each run's activations as a whole, so clipcli runs one "
+    "image per call, one call per core: an embedding never depends on the images batched "
+    "with it. `auto` takes int8 because it is the fastest backend timed at export that "
+    "agrees with torch to 0.999. Decoding is the rest: an 8-MP JPEG at 1/8 DCT scale still "
+    "costs about 24 ms of Huffman decoding, on threads that run ahead of the encoder.",
+    "- **Cold search.** torch is never imported. The optimised ONNX graphs are saved with "
+    "their weights in a separate file, which ONNX Runtime memory-maps: the ViT-B-32 text "
+    "tower opens in about 0.02 s instead of 0.4 s, and for one query its weights are not "
+    "re-packed. The tokenizer is open_clip's vocabulary saved as JSON lists (about 15 ms to "
+    "load; the tokenizers library took 60-90 ms), and typer is kept below 0.29, which "
+    "validates every argument through pydantic (about 80 ms per run).",
+    "- **Exact search at 1M.** For one query faiss 1.15 spreads a Flat scan over its threads "
+    "through BLAS products (about 150 ms here); its plain SIMD scan on one thread takes about "
+    "85 ms. clipcli gives each core a slice to scan the plain way and merges the hits, which "
+    "equal IndexFlatIP's. Above 200k vectors clipcli builds the IVF index anyway.",
 ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=64, help="8-MP JPEGs to index")
-    parser.add_argument("--labels", type=int, default=25, help="labels for the cache benchmark")
+    parser.add_argument("--labels", type=int, default=1000, help="labels for the cache benchmark")
     parser.add_argument("--vectors", type=int, default=1_000_000, help="vectors for search scale")
     parser.add_argument("--only", nargs="*", default=None, help=", ".join(SECTIONS))
     args = parser.parse_args()
@@ -508,7 +516,13 @@ def main() -> None:
         ("help", lambda: bench_help(5)),
         ("indexing", lambda: bench_indexing(photos, checkpoint, 32)),
         ("precision", lambda: bench_precisions(photos, checkpoint, 32)),
-        ("text-cache", lambda: bench_text_cache(photos[0], checkpoint, args.labels)),
+        (
+            "text-cache",
+            lambda: (
+                bench_text_cache(photos[0], "clipcli-shapes", None, args.labels)
+                + bench_text_cache(photos[0], MODEL, str(checkpoint), 25)
+            ),
+        ),
         ("cold-search", lambda: bench_cold_search(photos, checkpoint, 5)),
         ("scale", lambda: bench_scale(args.vectors, 200)),
     ]
@@ -521,10 +535,11 @@ def main() -> None:
     notes = [
         f"Indexing: {len(photos)} camera-size (3264x2448) textured JPEGs, {MODEL} with random "
         "weights, batch 32. Search scale: clustered vectors (2,000-component Gaussian mixture "
-        "on the unit sphere), 200 held-out queries, median latency. The text-cache rows use "
-        f"{args.labels} labels: 1,000 labels x 80 templates is 80,000 ViT-B text passes, hours "
-        "on two cores; the first run grows with the label count and the cached run does not, "
-        "so the ratio only grows with more labels.",
+        "on the unit sphere), 200 held-out queries, median latency. Label cache: "
+        f"{args.labels:,} labels x 80 templates are 80,000 text passes, which the bundled "
+        "clipcli-shapes model's small text tower does in seconds; with ViT-B-32's they would "
+        "take about an hour on two cores, so its rows use 25 labels (the first run grows with "
+        "the label count and the cached run does not, so its ratio only grows with more).",
         *FINDINGS,
     ]
     write_results(merge_with_earlier(rows) if args.only else rows, notes)
