@@ -147,6 +147,15 @@ def test_fast_tokenizer_gives_open_clips_tokens(tmp_path):
     np.testing.assert_array_equal(fast(texts), reference(texts).numpy())
 
 
+def test_the_torch_free_text_encoder_agrees_with_open_clip(spec):
+    encoder = load_encoder(spec, "cpu", "fp32")
+    onnx_towers.prepare_fast_search(encoder)
+    fast = onnx_towers.fast_text_encoder(spec)
+    assert fast is not None
+    queries = ["a horse", "A photo of a RED square!", "l'été à Paris", "x" * 300]
+    assert cosines(fast(queries), encoder.encode_texts(queries)).min() >= 0.999
+
+
 def test_search_answers_without_importing_torch_and_like_torch(
     cli, vit_args, spec, photo_folder, tmp_path
 ):
