@@ -9,14 +9,16 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import platform
 import socket
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
@@ -133,6 +135,22 @@ def pick_device(device: str) -> str:
     return device
 
 
+class ImageEncoder(Protocol):
+    """What embedding image files needs: open_clip's model, or an exported image tower."""
+
+    spec: ModelSpec
+    device: str
+    backend: str
+    logit_scale: float
+
+    @property
+    def input_size(self) -> int: ...
+
+    def preprocess(self, image: Any) -> Any: ...
+
+    def encode_images(self, batch: Any) -> Embeddings: ...
+
+
 @dataclass
 class Encoder:
     """A loaded model with its own eval preprocessing and tokenizer."""
@@ -202,6 +220,37 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto")
     encoder = Encoder(spec, model, preprocess, tokenizer, chosen, scale)
     _select_backend(encoder, precision)
     return encoder
+
+
+def load_image_encoder(
+    spec: ModelSpec, device: str = "auto", precision: str = "auto"
+) -> ImageEncoder:
+    """The image side of `load_encoder(spec, device, precision)`, without torch when it can be.
+
+    When `auto` would run an exported image tower on the CPU anyway, that tower and a pixel
+    transform checked against open_clip's are all that embedding images needs, and importing
+    torch and loading the weights (seconds) is skipped: a re-index of a few new photos then
+    takes about a second.
+    """
+    from clipcli import onnx_towers
+
+    on_cpu = device == "cpu" or (device == "auto" and not _accelerator_possible())
+    if precision == "auto" and on_cpu:
+        exported = onnx_towers.exported_image_encoder(spec)
+        if exported is not None:
+            return exported
+    return load_encoder(spec, device, precision)
+
+
+def _accelerator_possible() -> bool:
+    """Whether torch might find a GPU, judged from the system alone (importing torch is slow)."""
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"  # Apple silicon: MPS
+    if sys.platform == "win32":
+        system = os.environ.get("SYSTEMROOT", r"C:\Windows")
+        return os.path.exists(os.path.join(system, "System32", "nvcuda.dll"))
+    devices = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL
+    return any(os.path.exists(device) for device in devices)
 
 
 def _select_backend(encoder: Encoder, precision: str) -> None:
@@ -345,14 +394,12 @@ class EmbeddedBatch:
 
 
 def embed_files(
-    encoder: Encoder, paths: Sequence[Path], batch_size: int, workers: int | None = None
+    encoder: ImageEncoder, paths: Sequence[Path], batch_size: int, workers: int | None = None
 ) -> Iterator[EmbeddedBatch]:
     """Decode and preprocess in threads while the model encodes the previous batch."""
-    import torch
-
     workers = workers or min(4, os.cpu_count() or 1)
 
-    def prepare(path: Path) -> torch.Tensor | ImageDecodeError:
+    def prepare(path: Path) -> Any:
         try:
             return encoder.preprocess(load_image(path, min_size=encoder.input_size))
         except ImageDecodeError as exc:
@@ -361,7 +408,7 @@ def embed_files(
     batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
-        def submit(batch: list[Path]) -> list[Future[torch.Tensor | ImageDecodeError]]:
+        def submit(batch: list[Path]) -> list[Future[Any]]:
             return [pool.submit(prepare, path) for path in batch]
 
         # Two batches decoding ahead of the model keep every core busy without holding many images.
@@ -376,8 +423,17 @@ def embed_files(
             ]
             failures = [t for t in prepared if isinstance(t, ImageDecodeError)]
             embeddings = (
-                encoder.encode_images(torch.stack([t for _, t in good]))
+                encoder.encode_images(_stack([t for _, t in good]))
                 if good
                 else np.zeros((0, 0), dtype=np.float32)
             )
             yield EmbeddedBatch([p for p, _ in good], embeddings, failures)
+
+
+def _stack(items: list[Any]) -> Any:
+    """One batch from preprocessed images: numpy arrays (torch-free path) or torch tensors."""
+    if isinstance(items[0], np.ndarray):
+        return np.stack(items)
+    import torch
+
+    return torch.stack(items)

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from clipcli import onnx_towers, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
-from clipcli.encoder import Encoder, ModelSpec, embed_files, load_encoder, resolve_model_spec
+from clipcli.encoder import (
+    ImageEncoder,
+    ModelSpec,
+    embed_files,
+    load_image_encoder,
+    resolve_model_spec,
+)
 from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
 from clipcli.progress import NoProgress, ProgressReporter
@@ -92,7 +98,9 @@ def update_index(
             raise UsageError(f"{root}: not a folder")
     with _exclusive(folder), Catalog(folder) as catalog:
         spec = _choose_model(catalog, model, pretrained, reset=reset)
-        encoder = functools.cache(lambda: load_encoder(spec, device, precision_choice(precision)))
+        encoder = functools.cache(
+            lambda: load_image_encoder(spec, device, precision_choice(precision))
+        )
         if reset:
             encoder()  # a model that cannot load must not cost the user their index
             catalog.clear()
@@ -111,7 +119,7 @@ def update_index(
 def _apply(
     plan: _Plan,
     catalog: Catalog,
-    encoder: Callable[[], Encoder],
+    encoder: Callable[[], ImageEncoder],
     batch_size: int,
     progress: ProgressReporter,
     report: IndexReport,
@@ -267,7 +275,7 @@ def _hash_all(files: list[_FileStat], plan: _Plan, progress: ProgressReporter) -
 def _encode(
     work: list[tuple[_FileStat, str]],
     catalog: Catalog,
-    encoder: Callable[[], Encoder],
+    encoder: Callable[[], ImageEncoder],
     batch_size: int,
     progress: ProgressReporter,
 ) -> tuple[list[str], list[Skipped]]:

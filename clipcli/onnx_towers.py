@@ -21,25 +21,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from clipcli.onnx_sessions import (
     Runner,
     batch_runner,
     normalise,
     onnxruntime_available,
+    optimised_path,
     per_image_runner,
     save_optimised,
 )
+from clipcli.pixels import PixelTransform
 from clipcli.settings import cache_dir
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from clipcli.encoder import Embeddings, Encoder, ModelSpec
 
 OPSET = 17
 # What the files of an export folder look like; a folder of another layout is exported again.
-LAYOUT = 3
+LAYOUT = 4
 # Agreement needed for `auto` to choose a backend over torch fp32 (the issue's contract).
 AUTO_MIN_COSINE = 0.999
 # Below these an explicitly requested backend is refused: its answers would not be the model's.
@@ -80,6 +81,17 @@ class ExportFolder:
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.path / "export.json")
 
+    def graphs_present(self) -> bool:
+        """Whether every graph export.json speaks of is still on disk (caches get pruned)."""
+        meta = self.read_meta()
+        names = [f"image-{kind}" for kind in IMAGE_KINDS if f"image_{kind}_rate" in meta]
+        names += ["text-fp32"] if meta.get("text_ok") else []
+        return all(
+            optimised_path(self.tower(name)).is_file()
+            and optimised_path(self.tower(name)).with_suffix(".weights").is_file()
+            for name in names
+        )
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[dict[str, Any]]:
         """Exclusive use for exporting; yields the recorded meta.
@@ -96,7 +108,7 @@ class ExportFolder:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                if not self.read_meta():
+                if not self.read_meta() or not self.graphs_present():
                     for old in self.path.iterdir():
                         old.unlink()
                     self.update_meta()
@@ -190,8 +202,6 @@ def calibration_images(size: int, count: int = 8) -> list[Image.Image]:
     Pure noise flatters quantised models; smooth structure with edges is closer to photos, and
     flat shapes on plain backgrounds are the other extreme of what users index.
     """
-    from PIL import Image
-
     from clipcli.shapes import draw_shape
 
     rng = np.random.default_rng(0)
@@ -245,7 +255,63 @@ def _export_and_check_image_towers(encoder: Encoder, folder: ExportFolder) -> No
         run = image_runner(encoder.spec, kind)
         meta[f"image_{kind}_cosine"] = _lowest_cosine(reference, run(pixels.numpy()))
         meta[f"image_{kind}_rate"] = _images_per_second(lambda r=run: r(timed.numpy()), 8)
-    folder.update_meta(**meta)
+    folder.update_meta(**meta, **_torch_free_inputs(encoder, images))
+
+
+def _torch_free_inputs(encoder: Encoder, images: list[Image.Image]) -> dict[str, Any]:
+    """What indexing without torch needs: the pixel transform, if it matches open_clip's on
+    the calibration images and on awkward sizes, and the model's logit scale."""
+    from open_clip import get_model_preprocess_cfg
+
+    transform = PixelTransform.from_open_clip(get_model_preprocess_cfg(encoder.model))
+    if transform is None:
+        return {}
+    rng = np.random.default_rng(1)
+    awkward = [(301, 173), (97, 640), (40, 30), (encoder.input_size + 1, encoder.input_size)]
+    noise = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in awkward]
+    probes = images + [Image.fromarray(pixels) for pixels in noise]
+    worst = max(
+        float(np.abs(transform(image) - encoder.preprocess(image).numpy()).max())
+        for image in probes
+    )
+    if worst > 1e-5:
+        return {}
+    return {"pixels": transform.to_dict(), "logit_scale": encoder.logit_scale}
+
+
+@dataclass
+class ExportedImageEncoder:
+    """The image side of a model from its exported tower alone: no torch, no open_clip."""
+
+    spec: ModelSpec
+    preprocess: PixelTransform
+    encode_images: Runner
+    backend: str
+    logit_scale: float
+    device: str = "cpu"
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocess.size
+
+
+def exported_image_encoder(spec: ModelSpec) -> ExportedImageEncoder | None:
+    """What `auto` would run on the CPU for this model, when its export has everything needed
+    (the image tower checked and timed, the pixel transform checked, the text tower done);
+    None otherwise, and the caller loads the model."""
+    folder = ExportFolder.for_spec(spec)
+    meta = folder.read_meta()
+    kind = fastest_faithful(meta)
+    if kind is None or "pixels" not in meta or "text_ok" not in meta:
+        return None
+    if not folder.graphs_present():  # the model is loaded, and the export made again
+        return None
+    if not onnxruntime_available():
+        return None
+    transform = PixelTransform.from_dict(meta["pixels"])
+    return ExportedImageEncoder(
+        spec, transform, image_runner(spec, kind), f"onnx-{kind}", float(meta["logit_scale"])
+    )
 
 
 def fastest_faithful(meta: dict[str, Any]) -> str | None:
@@ -288,8 +354,10 @@ def ensure_text_tower(encoder: Encoder) -> bool:
         return ok
 
 
-def prepare_fast_search(encoder: Encoder) -> None:
+def prepare_fast_search(encoder: Encoder | ExportedImageEncoder) -> None:
     """Export the text tower and tokenizer once, so later searches can skip torch entirely."""
+    if isinstance(encoder, ExportedImageEncoder):
+        return  # only a model whose text tower is exported is ever run this way
     if encoder.device != "cpu" or not onnxruntime_available():
         return
     # An optimisation only: a model the exporter cannot handle keeps the torch search path.
@@ -305,7 +373,7 @@ def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | No
     """A torch-free text encoder for an exported, verified model; None when there is none."""
     folder = ExportFolder.for_spec(spec)
     meta = folder.read_meta()
-    if not meta.get("text_ok") or not onnxruntime_available():
+    if not meta.get("text_ok") or not onnxruntime_available() or not folder.graphs_present():
         return None
     from clipcli.tokenizer import FastTokenizer
 

@@ -253,3 +253,69 @@ def test_the_bundled_resnet_exports_exactly_too(batch):
         encoder = load_encoder(spec, "cpu", precision)
         got = encoder.encode_images(batch)
         assert cosines(got, encoder.encode_images_torch(batch)).min() > 0.999
+
+
+def test_reindexing_an_exported_model_needs_no_torch_and_gives_the_same_vectors(
+    cli, vit_args, spec, photo_folder, tmp_path
+):
+    index = tmp_path / "index"
+    assert cli("index", photo_folder, "--index", index, *vit_args).exit_code == 0
+    # Whichever backend auto takes, as long as it is an exported one: say torch timed slowest.
+    onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)
+    new = make_image(photo_folder / "later" / "orange.png", "orange", (120, 90))
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from clipcli.indexer import update_index\n"
+        f"report = update_index([Path({str(photo_folder)!r})], Path({str(index)!r}))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'added': report.added}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == {"torch": False, "added": 1}
+
+    from clipcli.catalog import Catalog
+    from clipcli.encoder import embed_files
+
+    with Catalog(index) as catalog:
+        ids = {path: entry.id for path, entry in catalog.entries().items()}
+        stored = dict(zip(*catalog.vectors(), strict=True))[ids[str(new)]]
+    loaded = load_encoder(spec, "cpu", "auto")  # the same backend, through open_clip
+    expected = next(embed_files(loaded, [new], batch_size=1)).embeddings[0]
+    np.testing.assert_allclose(stored, expected, atol=1e-6)
+
+
+def test_with_a_gpu_possibly_present_the_model_is_loaded_to_let_torch_choose(spec, monkeypatch):
+    from clipcli import encoder as encoder_module
+
+    onnx_towers.prepare_fast_search(load_encoder(spec, "cpu", "auto"))  # both towers exported
+    onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)
+    assert isinstance(
+        encoder_module.load_image_encoder(spec, "cpu"), onnx_towers.ExportedImageEncoder
+    )
+    monkeypatch.setattr(encoder_module, "_accelerator_possible", lambda: True)
+    assert isinstance(encoder_module.load_image_encoder(spec, "auto"), encoder_module.Encoder)
+    assert isinstance(
+        encoder_module.load_image_encoder(spec, "cpu", "fp32"), encoder_module.Encoder
+    )
+
+
+def test_a_pruned_export_is_made_again_instead_of_failing(
+    random_checkpoint, tmp_path, cli, photo_folder
+):
+    spec = own_fingerprint(random_checkpoint, tmp_path)
+    args = ["--model", spec.name, "--pretrained", spec.pretrained]
+    index = tmp_path / "index"
+    assert cli("index", photo_folder, "--index", index, *args).exit_code == 0
+    folder = onnx_towers.ExportFolder.for_spec(spec)
+    for weights in folder.path.glob("*.weights"):
+        weights.unlink()  # e.g. a cache cleaner that removes large files
+    assert onnx_towers.exported_image_encoder(spec) is None
+    assert onnx_towers.fast_text_encoder(spec) is None
+
+    result, hits = cli.json("search", "a red square", "--index", index)
+    assert result.exit_code == 0, result.stderr
+    assert len(hits) == 5
+    make_image(photo_folder / "new.png", "purple")
+    assert cli("index", photo_folder, "--index", index, *args).exit_code == 0
+    assert "image_torch_rate" in folder.read_meta()
+    assert folder.graphs_present()
