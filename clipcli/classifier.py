@@ -6,7 +6,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipcli.encoder import embed_files, load_encoder, resolve_model_spec
+from clipcli.encoder import (
+    Embeddings,
+    Encoder,
+    ImageEncoder,
+    ModelSpec,
+    embed_files,
+    load_encoder,
+    load_image_encoder,
+    resolve_exported_spec,
+)
 from clipcli.images import ImageDecodeError, expand_paths
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
@@ -39,13 +48,14 @@ def classify_paths(
     """Classify files and folders (expanded, sorted); results come back in input order."""
     files = expand_paths(paths)
     progress = progress or NoProgress()
-    spec = resolve_model_spec(*model_choice(model, pretrained))
+    spec = resolve_exported_spec(*model_choice(model, pretrained))
     progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
-    encoder = load_encoder(spec, device, precision_choice(precision))
+    encoder = load_image_encoder(spec, device, precision_choice(precision))
     progress.advance(1)
     cache = TextEmbeddingCache.default()
     try:
-        text = label_embeddings(encoder, labels, templates, cache, progress)
+        text_side = _TextOnDemand(spec, encoder, device, precision_choice(precision))
+        text = label_embeddings(text_side, labels, templates, cache, progress)
     finally:
         cache.close()
     results: dict[Path, Classification] = {}
@@ -58,6 +68,22 @@ def classify_paths(
         for failure in batch.failures:
             results[failure.path] = Classification(str(failure.path), error=failure.reason)
     return [results[path] for path in files]
+
+
+class _TextOnDemand:
+    """The model's text side, loaded only when a label is not in the cache yet.
+
+    With every label cached and the image tower exported, classify never imports torch.
+    """
+
+    def __init__(self, spec: ModelSpec, loaded: ImageEncoder, device: str, precision: str) -> None:
+        self.spec = spec
+        self._loaded, self._device, self._precision = loaded, device, precision
+
+    def encode_texts(self, texts: Sequence[str]) -> Embeddings:
+        if not isinstance(self._loaded, Encoder):
+            self._loaded = load_encoder(self.spec, self._device, self._precision)
+        return self._loaded.encode_texts(texts)
 
 
 def failed(results: Sequence[Classification]) -> bool:

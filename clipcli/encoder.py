@@ -103,6 +103,35 @@ def resolve_model_spec(model: str, pretrained: str | None) -> ModelSpec:
     return ModelSpec(model, pretrained)
 
 
+def resolve_exported_spec(model: str, pretrained: str | None) -> ModelSpec:
+    """resolve_model_spec, without importing open_clip (and torch) for a model exported here.
+
+    Its name and weights were checked when it was exported; anything else goes through
+    resolve_model_spec, which checks them and explains what is wrong.
+    """
+    from clipcli.onnx_towers import ExportFolder
+
+    guess = _spec_without_open_clip(model, pretrained)
+    if guess is not None and "image_torch_rate" in ExportFolder.for_spec(guess).read_meta():
+        return guess
+    return resolve_model_spec(model, pretrained)
+
+
+def _spec_without_open_clip(model: str, pretrained: str | None) -> ModelSpec | None:
+    """What resolve_model_spec returns for these arguments, where that needs no open_clip."""
+    if model.startswith(HF_HUB_PREFIX):
+        return ModelSpec(model, None)
+    if pretrained is None:
+        if model in BUNDLED_WEIGHTS:
+            return ModelSpec(model, str(BUNDLED_WEIGHTS[model]))
+        return ModelSpec(model, DEFAULT_PRETRAINED) if model == DEFAULT_MODEL else None
+    if os.path.isfile(pretrained):
+        return ModelSpec(model, os.path.abspath(pretrained))
+    if os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith((".pt", ".bin")):
+        return None  # resolve_model_spec explains what is wrong with it
+    return ModelSpec(model, pretrained)
+
+
 def _default_weights(open_clip: Any, model: str) -> str:
     if model in BUNDLED_WEIGHTS:
         return str(BUNDLED_WEIGHTS[model])

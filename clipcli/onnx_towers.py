@@ -297,12 +297,12 @@ class ExportedImageEncoder:
 
 def exported_image_encoder(spec: ModelSpec) -> ExportedImageEncoder | None:
     """What `auto` would run on the CPU for this model, when its export has everything needed
-    (the image tower checked and timed, the pixel transform checked, the text tower done);
-    None otherwise, and the caller loads the model."""
+    (the image tower checked and timed, the pixel transform checked); None otherwise, and the
+    caller loads the model."""
     folder = ExportFolder.for_spec(spec)
     meta = folder.read_meta()
     kind = fastest_faithful(meta)
-    if kind is None or "pixels" not in meta or "text_ok" not in meta:
+    if kind is None or "pixels" not in meta:
         return None
     if not folder.graphs_present():  # the model is loaded, and the export made again
         return None
@@ -357,7 +357,7 @@ def ensure_text_tower(encoder: Encoder) -> bool:
 def prepare_fast_search(encoder: Encoder | ExportedImageEncoder) -> None:
     """Export the text tower and tokenizer once, so later searches can skip torch entirely."""
     if isinstance(encoder, ExportedImageEncoder):
-        return  # only a model whose text tower is exported is ever run this way
+        return  # no model loaded to export from; the first search that loads one does it
     if encoder.device != "cpu" or not onnxruntime_available():
         return
     # An optimisation only: a model the exporter cannot handle keeps the torch search path.

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from clipcli.errors import UsageError
 from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
-    from clipcli.encoder import Embeddings, Encoder
+    from clipcli.encoder import Embeddings, ModelSpec
 
 # Installed wheels carry the templates inside the package; a source checkout has them at the top.
 PROMPT_DIRS = (Path(__file__).parent / "prompts", Path(__file__).parent.parent / "prompts")
@@ -147,8 +147,16 @@ class TextEmbeddingCache:
         return cls(cache_dir() / TEXT_CACHE_FILE)
 
 
+class TextEncoder(Protocol):
+    """A model's text side: its identity for the cache, and text to unit vectors."""
+
+    spec: ModelSpec
+
+    def encode_texts(self, texts: Sequence[str]) -> Embeddings: ...
+
+
 def label_embeddings(
-    encoder: Encoder,
+    encoder: TextEncoder,
     labels: Sequence[str],
     templates: TemplateSet,
     cache: TextEmbeddingCache | None = None,
@@ -175,7 +183,7 @@ def label_embeddings(
 
 
 def _encode_labels(
-    encoder: Encoder, labels: Sequence[str], templates: TemplateSet
+    encoder: TextEncoder, labels: Sequence[str], templates: TemplateSet
 ) -> Iterator[dict[str, Embeddings]]:
     """Each label's embedding: the normalised mean over its templates, a chunk at a time."""
     per_label = len(templates.templates)

@@ -319,3 +319,57 @@ def test_a_pruned_export_is_made_again_instead_of_failing(
     assert cli("index", photo_folder, "--index", index, *args).exit_code == 0
     assert "image_torch_rate" in folder.read_meta()
     assert folder.graphs_present()
+
+
+def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
+    cli, vit_args, spec, tmp_path
+):
+    images = [make_image(tmp_path / f"{c}.png", c, (90, 70)) for c in ("red", "navy")]
+    labels = "red,blue,yellow"
+    load_encoder(spec, "cpu", "auto")  # exported
+    onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)  # an ONNX tower
+    result, expected = cli.json("classify", *images, "--labels", labels, *vit_args)
+    assert result.exit_code == 0, result.stderr  # the labels are cached now
+    script = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from clipcli.classifier import classify_paths\n"
+        "from clipcli.prompts import load_templates\n"
+        f"paths = [Path(p) for p in {[str(p) for p in images]!r}]\n"
+        f"found = classify_paths(paths, {labels.split(',')!r}, load_templates('default'),"
+        f" model={spec.name!r}, pretrained={spec.pretrained!r})\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules,"
+        " 'predictions': [[(p.label, p.similarity) for p in c.predictions] for c in found]}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    fast = json.loads(out.stdout)
+    assert fast["torch"] is False
+    for entry, predictions in zip(expected, fast["predictions"], strict=True):
+        assert [label for label, _ in predictions] == [p["label"] for p in entry["predictions"]]
+        for (_, similarity), p in zip(predictions, entry["predictions"], strict=True):
+            assert similarity == pytest.approx(p["similarity"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "model, pretrained",
+    [
+        ("ViT-B-32-256", None),  # the default model: its default weights
+        ("clipcli-shapes", None),  # bundled weights
+        ("ViT-B-32", "openai"),  # a published tag
+        ("hf-hub:org/repo", None),
+    ],
+)
+def test_model_names_resolve_alike_without_open_clip(model, pretrained):
+    from clipcli.encoder import _spec_without_open_clip, resolve_model_spec
+
+    assert _spec_without_open_clip(model, pretrained) == resolve_model_spec(model, pretrained)
+
+
+def test_a_checkpoint_file_resolves_alike_without_open_clip(random_checkpoint):
+    from clipcli.encoder import _spec_without_open_clip, resolve_model_spec
+
+    assert _spec_without_open_clip(TEST_MODEL, str(random_checkpoint)) == resolve_model_spec(
+        TEST_MODEL, str(random_checkpoint)
+    )
+    assert _spec_without_open_clip("ViT-B-32", "/no/such/file.pt") is None  # left to open_clip
+    assert _spec_without_open_clip("ViT-B-32", None) is None  # its default tag needs open_clip
