@@ -9,7 +9,7 @@ import numpy as np
 
 from clipcli import onnx_towers, vector_index
 from clipcli.catalog import CATALOG_FILE, Catalog
-from clipcli.encoder import Embeddings, Encoder, ModelSpec, embed_files, load_encoder
+from clipcli.encoder import Embeddings, ModelSpec, embed_files, load_encoder, load_image_encoder
 from clipcli.errors import IndexMissingError, UsageError
 from clipcli.prompts import RAW_QUERY, TextEmbeddingCache
 
@@ -55,43 +55,41 @@ def search_index(
 
 
 def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device: str) -> Embeddings:
-    """A text-only query is served from the cache, else by the exported text tower (no torch)."""
-    if image is None and query:
-        cache = TextEmbeddingCache.default()
-        try:
-            cached = cache.get(spec.fingerprint, RAW_QUERY, [query]).get(query)
-            if cached is None:
-                cached = _embed_text(spec, query, device)
-                cache.put(spec.fingerprint, RAW_QUERY, {query: cached})
-        finally:
-            cache.close()
-        return cached
-    return _query_vector(_torch_encoder(spec, device), query, image)
+    """Text and image queries each count once: the mean of their unit vectors, re-normalised.
+
+    Text comes from the query cache, else the exported text tower (no torch); an image goes
+    through the exported image tower when auto would run it, else through the loaded model.
+    """
+    parts = []
+    if query:
+        parts.append(_cached_text(spec, query, device))
+    if image is not None:
+        batch = next(embed_files(load_image_encoder(spec, device), [image], batch_size=1))
+        if batch.failures:
+            raise batch.failures[0]
+        parts.append(batch.embeddings[0])
+    if len(parts) == 1:
+        return parts[0]
+    combined = np.mean(parts, axis=0)
+    return (combined / np.linalg.norm(combined)).astype(np.float32)
+
+
+def _cached_text(spec: ModelSpec, query: str, device: str) -> Embeddings:
+    cache = TextEmbeddingCache.default()
+    try:
+        cached = cache.get(spec.fingerprint, RAW_QUERY, [query]).get(query)
+        if cached is None:
+            cached = _embed_text(spec, query, device)
+            cache.put(spec.fingerprint, RAW_QUERY, {query: cached})
+    finally:
+        cache.close()
+    return cached
 
 
 def _embed_text(spec: ModelSpec, query: str, device: str) -> Embeddings:
     fast = onnx_towers.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
     if fast is not None:
         return fast([query])[0]
-    return _torch_encoder(spec, device).encode_texts([query])[0]
-
-
-def _torch_encoder(spec: ModelSpec, device: str) -> Encoder:
-    """The full model, for queries the fast path cannot serve; it also prepares that path."""
     encoder = load_encoder(spec, device)
     onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
-    return encoder
-
-
-def _query_vector(encoder: Encoder, query: str | None, image: Path | None) -> Embeddings:
-    """Text and image queries each count once: the mean of their unit vectors, re-normalised."""
-    parts = []
-    if query:
-        parts.append(encoder.encode_texts([query])[0])
-    if image is not None:
-        batch = next(embed_files(encoder, [image], batch_size=1))
-        if batch.failures:
-            raise batch.failures[0]
-        parts.append(batch.embeddings[0])
-    combined = np.mean(parts, axis=0)
-    return (combined / np.linalg.norm(combined)).astype(np.float32)
+    return encoder.encode_texts([query])[0]
