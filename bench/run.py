@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 from photos import ensure_photo_folder  # noqa: E402
 
 MODEL = "ViT-B-32"
-SECTIONS = ("help", "indexing", "precision", "text-cache", "cold-search", "scale")
+SECTIONS = ("help", "indexing", "precision", "text-cache", "cold-search", "everyday", "scale")
 CLIPCLI = [sys.executable, "-m", "clipcli"]
 
 
@@ -324,6 +324,56 @@ def bench_cold_search(photos: list[Path], checkpoint: Path, repeats: int) -> lis
     ]
 
 
+# -- everyday runs: a few new photos, one photo to classify ---------------------------------------
+
+
+def bench_everyday(photos: list[Path], checkpoint: Path) -> list[Row]:
+    """Wall time of the small runs people make all day, once the model is exported, against
+    the same runs made through the loaded torch model (--precision fp32)."""
+    auto = everyday_runs(photos, checkpoint, "auto")
+    fp32 = everyday_runs(photos, checkpoint, "fp32")
+    names = [
+        "`clipcli index` of 4 new photos into 48",
+        "`clipcli classify` one photo, cached labels",
+    ]
+    rows = []
+    for name, fast, slow in zip(names, auto, fp32, strict=True):
+        rows.append(Row(f"{name}, wall", fast, "s", slow / fast, "--precision fp32 (torch)"))
+        rows.append(Row(f"{name}, --precision fp32 (torch), wall", slow, "s"))
+    return rows
+
+
+def everyday_runs(photos: list[Path], checkpoint: Path, precision: str) -> tuple[float, float]:
+    """(seconds to index 4 new photos into 48, seconds to classify one photo), medians of 3."""
+    import shutil
+
+    model_args = ["--model", MODEL, "--pretrained", str(checkpoint)]
+    labels = ["--labels", "a cat,a dog,a horse,a beach,a city at night"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, index = Path(tmp) / "photos", Path(tmp) / "index"
+        folder.mkdir()
+        env = {**os.environ, "CLIPCLI_HOME": str(Path(tmp) / "home")}
+
+        def clipcli(*args: str) -> None:
+            command = [*CLIPCLI, *args, "--precision", precision, "--json"]
+            subprocess.run(command, check=True, capture_output=True, env=env)
+
+        for photo in photos[:48]:
+            shutil.copy(photo, folder)
+        clipcli("index", str(folder), "--index", str(index), *model_args)
+        batches = iter([photos[48 + 4 * i : 52 + 4 * i] for i in range(3)])
+
+        def add_four() -> None:
+            for photo in next(batches):
+                shutil.copy(photo, folder)
+            clipcli("index", str(folder), "--index", str(index))
+
+        clipcli("classify", str(photos[0]), *labels, *model_args)  # caches the labels
+        indexing = median_time(add_four, 3)
+        classify = median_time(lambda: clipcli("classify", str(photos[0]), *labels, *model_args), 3)
+    return indexing, classify
+
+
 # -- vector search at scale -----------------------------------------------------------------------
 
 
@@ -524,6 +574,7 @@ def main() -> None:
             ),
         ),
         ("cold-search", lambda: bench_cold_search(photos, checkpoint, 5)),
+        ("everyday", lambda: bench_everyday(photos, checkpoint)),
         ("scale", lambda: bench_scale(args.vectors, 200)),
     ]
     for name, step in steps:
