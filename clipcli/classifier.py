@@ -50,7 +50,7 @@ def classify_paths(
     progress = progress or NoProgress()
     spec = resolve_exported_spec(*model_choice(model, pretrained))
     progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
-    encoder = load_image_encoder(spec, device, precision_choice(precision))
+    encoder = load_image_encoder(spec, device, precision_choice(precision), progress)
     progress.advance(1)
     cache = TextEmbeddingCache.default()
     try:

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
 from clipcli.images import ImageDecodeError, load_image
+from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 if TYPE_CHECKING:
@@ -228,8 +229,16 @@ class Encoder:
         return features.float().cpu().numpy()
 
 
-def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto") -> Encoder:
-    """Load a model through open_clip's own loaders (hub cache, local files, hf-hub: names)."""
+def load_encoder(
+    spec: ModelSpec,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: ProgressReporter | None = None,
+) -> Encoder:
+    """Load a model through open_clip's own loaders (hub cache, local files, hf-hub: names).
+
+    `progress` hears of the one long step a first run may take: exporting the image tower.
+    """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'", hint=f"use {', '.join(PRECISIONS)}")
     open_clip = _open_clip()
@@ -247,12 +256,15 @@ def load_encoder(spec: ModelSpec, device: str = "auto", precision: str = "auto")
     model.eval()
     scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     encoder = Encoder(spec, model, preprocess, tokenizer, chosen, scale)
-    _select_backend(encoder, precision)
+    _select_backend(encoder, precision, progress or NoProgress())
     return encoder
 
 
 def load_image_encoder(
-    spec: ModelSpec, device: str = "auto", precision: str = "auto"
+    spec: ModelSpec,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: ProgressReporter | None = None,
 ) -> ImageEncoder:
     """The image side of `load_encoder(spec, device, precision)`, without torch when it can be.
 
@@ -268,7 +280,7 @@ def load_image_encoder(
         exported = onnx_towers.exported_image_encoder(spec)
         if exported is not None:
             return exported
-    return load_encoder(spec, device, precision)
+    return load_encoder(spec, device, precision, progress)
 
 
 def _accelerator_possible() -> bool:
@@ -282,7 +294,7 @@ def _accelerator_possible() -> bool:
     return any(os.path.exists(device) for device in devices)
 
 
-def _select_backend(encoder: Encoder, precision: str) -> None:
+def _select_backend(encoder: Encoder, precision: str, progress: ProgressReporter) -> None:
     """Switch the image tower to the backend asked for, or to the fastest faithful one."""
     from clipcli import onnx_towers
 
@@ -301,18 +313,18 @@ def _select_backend(encoder: Encoder, precision: str) -> None:
                 hint="use --device cpu, and pip install onnxruntime if it is missing",
             )
         kind = "fp32" if precision == "onnx" else "int8"
-        _use_onnx(encoder, _checked_kind(encoder, kind))
+        _use_onnx(encoder, _checked_kind(encoder, kind, progress))
     elif on_cpu:
-        kind = onnx_towers.fastest_faithful(onnx_towers.prepare_image_towers(encoder))
+        kind = onnx_towers.fastest_faithful(onnx_towers.prepare_image_towers(encoder, progress))
         if kind is not None:
             _use_onnx(encoder, kind)
 
 
-def _checked_kind(encoder: Encoder, kind: str) -> str:
+def _checked_kind(encoder: Encoder, kind: str, progress: ProgressReporter) -> str:
     """`kind` if its export exists and agrees with torch well enough to be asked for."""
     from clipcli import onnx_towers
 
-    meta = onnx_towers.prepare_image_towers(encoder)
+    meta = onnx_towers.prepare_image_towers(encoder, progress)
     if "image_export_error" in meta:
         raise UsageError(
             f"{encoder.spec.describe()} cannot be exported to ONNX ({meta['image_export_error']})",

@@ -99,7 +99,7 @@ def update_index(
     with _exclusive(folder), Catalog(folder) as catalog:
         spec = _choose_model(catalog, model, pretrained, reset=reset)
         encoder = functools.cache(
-            lambda: load_image_encoder(spec, device, precision_choice(precision))
+            lambda: load_image_encoder(spec, device, precision_choice(precision), progress)
         )
         if reset:
             encoder()  # a model that cannot load must not cost the user their index

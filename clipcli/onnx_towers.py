@@ -33,6 +33,7 @@ from clipcli.onnx_sessions import (
     save_optimised,
 )
 from clipcli.pixels import PixelTransform
+from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import cache_dir
 
 if TYPE_CHECKING:
@@ -221,7 +222,9 @@ def image_runner(spec: ModelSpec, kind: str) -> Runner:
     return per_image_runner(path) if kind == "int8" else batch_runner(path)
 
 
-def prepare_image_towers(encoder: Encoder) -> dict[str, Any]:
+def prepare_image_towers(
+    encoder: Encoder, progress: ProgressReporter | None = None
+) -> dict[str, Any]:
     """Export, check and time the image tower once per model; returns what export.json records.
 
     A model the exporter cannot handle is recorded as such (`image_export_error`), so the
@@ -231,10 +234,13 @@ def prepare_image_towers(encoder: Encoder) -> dict[str, Any]:
     with folder.writing() as meta:
         if "image_torch_rate" in meta or "image_export_error" in meta:
             return meta
+        progress = progress or NoProgress()
+        progress.phase("Preparing the fast CPU path (once per model)", 1)
         try:
             _export_and_check_image_towers(encoder, folder)
         except Exception as exc:  # an architecture the exporter cannot handle keeps torch
             _record_failure(folder, exc, "image_export_error")
+        progress.advance(1)
         return folder.read_meta()
 
 

@@ -373,3 +373,35 @@ def test_a_checkpoint_file_resolves_alike_without_open_clip(random_checkpoint):
     )
     assert _spec_without_open_clip("ViT-B-32", "/no/such/file.pt") is None  # left to open_clip
     assert _spec_without_open_clip("ViT-B-32", None) is None  # its default tag needs open_clip
+
+
+class PhaseNames:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def phase(self, description: str, total: int) -> None:
+        self.names.append(description)
+
+    def advance(self, count: int) -> None:
+        pass
+
+
+def test_the_one_time_export_is_shown_as_its_own_step(random_checkpoint, tmp_path, photo_folder):
+    from clipcli.indexer import update_index
+
+    spec = own_fingerprint(random_checkpoint, tmp_path)
+    runs = []
+    for index in ("first", "second"):
+        progress = PhaseNames()
+        update_index(
+            [photo_folder],
+            tmp_path / index,
+            model=spec.name,
+            pretrained=spec.pretrained,
+            device="cpu",
+            progress=progress,
+        )
+        runs.append(progress.names)
+    assert "Preparing the fast CPU path (once per model)" in runs[0]
+    assert "Preparing the fast CPU path (once per model)" not in runs[1]
+    assert "Embedding" in runs[1]
