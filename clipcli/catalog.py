@@ -47,6 +47,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     INSERT INTO meta VALUES ('catalog_id', lower(hex(randomblob(16))));
     """,
+    # The generation that last wrote each vector, so the FAISS index can catch up in place.
+    """
+    ALTER TABLE images ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX images_changed ON images (changed);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -172,13 +177,21 @@ class Catalog:
         ).fetchone()
         return from_blob(row[0]) if row else None
 
-    def vectors(self) -> tuple[np.ndarray, Embeddings]:
-        """All (ids, embeddings), for building the vector index."""
-        rows = self._db.execute("SELECT id, embedding FROM images ORDER BY id").fetchall()
+    def vectors(self, changed_after: int | None = None) -> tuple[np.ndarray, Embeddings]:
+        """(ids, embeddings) in id order: all of them, or those written after a generation."""
+        query, args = "SELECT id, embedding FROM images ORDER BY id", ()
+        if changed_after is not None:
+            query = "SELECT id, embedding FROM images WHERE changed > ? ORDER BY id"
+            args = (changed_after,)
+        rows = self._db.execute(query, args).fetchall()
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return ids, np.stack([from_blob(r[1]) for r in rows])
+
+    def ids(self) -> np.ndarray:
+        rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
         marks = ",".join("?" * len(ids))
@@ -197,14 +210,16 @@ class Catalog:
         if not rows:
             return
         with self._transaction():
+            generation = self.generation + 1
             self._db.executemany(
-                "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET size = excluded.size,"
-                " mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
-                " embedding = excluded.embedding, indexed_at = excluded.indexed_at",
-                rows,
+                "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+                " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
+                " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
+                " changed = excluded.changed",
+                [(*row, generation) for row in rows],
             )
-            self._bump()
+            self._set_meta("generation", str(generation))
 
     def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
         """Give entries new paths and stats (id, path, size, mtime_ns), keeping their vectors."""

@@ -1,7 +1,8 @@
-"""The FAISS index: a cache of the catalog's vectors, rebuilt whenever it is missing or stale.
+"""The FAISS index: a cache of the catalog's vectors, kept up to date or rebuilt from SQLite.
 
-The file is stamped with the catalog (id and generation) it was built from; a stamp that does not
-match, or a file FAISS cannot read, means rebuild from SQLite. Nothing is lost by deleting it.
+The file is stamped with the catalog (id and generation) it reflects. An index of an earlier
+generation catches up in place from the vectors the catalog wrote since; a stamp of another
+catalog or format, or a file FAISS cannot read, means rebuild. Nothing is lost by deleting it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ INDEX_FILE = "vectors.faiss"
 # laptop cores (bench/RESULTS.md), well inside an interactive budget, and needs no training.
 EXACT_LIMIT = 200_000
 STAMP_FILE = "vectors.json"
+# Stamps of other formats (or none) mean rebuild: before format 2 the catalog did not record
+# which generation wrote each vector, so an older index could not catch up in place.
+STAMP_FORMAT = 2
 
 Scores = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
@@ -88,30 +92,85 @@ def save(folder: Path, index: Any, stamp: dict[str, Any]) -> None:
     os.replace(stamp_tmp, folder / STAMP_FILE)
 
 
-def _load_if_fresh(folder: Path, expected: dict[str, Any]) -> Any | None:
+def _load_saved(folder: Path, catalog_id: str) -> tuple[Any, int] | None:
+    """The saved index of this catalog and the generation it reflects, if it reads back whole."""
     import faiss
 
     try:
         stamp = json.loads((folder / STAMP_FILE).read_text())
-        if any(stamp.get(key) != value for key, value in expected.items()):
+        if stamp.get("format") != STAMP_FORMAT or stamp.get("catalog") != catalog_id:
             return None
         index = faiss.read_index(str(folder / INDEX_FILE))
     except (OSError, ValueError, RuntimeError):
         return None
-    return index if index.ntotal == stamp.get("count") else None
+    return (index, int(stamp["generation"])) if index.ntotal == stamp.get("count") else None
 
 
 def refresh(folder: Path, catalog: Catalog) -> Any:
-    """The index for the catalog's current contents, rebuilt and saved if needed."""
-    stamp = {"catalog": catalog.catalog_id, "generation": catalog.generation}
-    index = _load_if_fresh(folder, stamp)
+    """The index for the catalog's current contents, brought up to date and saved if needed.
+
+    A saved index of an earlier generation catches up in place (the vectors written since are
+    replaced or added, the ones gone are removed), which at IVF sizes spares retraining the
+    lists; a new layout (Flat to IVF, or a list count the collection has outgrown), a new
+    vector size or an unreadable file means building from SQLite.
+    """
+    generation = catalog.generation
+    stamp = {"format": STAMP_FORMAT, "catalog": catalog.catalog_id, "generation": generation}
+    saved = _load_saved(folder, catalog.catalog_id)
+    if saved is not None and saved[1] == generation:
+        return saved[0]
+    index = _caught_up(*saved, catalog) if saved is not None else None
     if index is None:
         ids, vectors = catalog.vectors()
-        index = build(ids, vectors)
-        # A read-only index folder still answers searches from the rebuilt index.
-        with contextlib.suppress(OSError):
-            save(folder, index, stamp)
+        index = build(ids, vectors, exact_limit=EXACT_LIMIT)
+    # A read-only index folder still answers searches from the rebuilt index.
+    with contextlib.suppress(OSError):
+        save(folder, index, stamp)
     return index
+
+
+def _caught_up(index: Any, generation: int, catalog: Catalog) -> Any | None:
+    """`index`, saved at `generation`, updated to the catalog's contents; None to rebuild."""
+    count = catalog.count()
+    if _layout(index) != _layout_for(count):
+        return None
+    ids, vectors = catalog.vectors(changed_after=generation)
+    if len(ids) and vectors.shape[1] != index.d:
+        return None
+    indexed = indexed_ids(index)
+    stale = ids[np.isin(ids, indexed)]  # replaced vectors
+    if index.ntotal + len(ids) - len(stale) != count:  # and some removed: find which
+        stale = np.union1d(stale, np.setdiff1d(indexed, catalog.ids()))
+    if len(stale):
+        index.remove_ids(stale)
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+    return index if index.ntotal == count else None
+
+
+def _layout_for(count: int) -> str:
+    return "flat" if count <= EXACT_LIMIT else f"ivf{ivf_lists(count)}"
+
+
+def _layout(index: Any) -> str:
+    import faiss
+
+    return "flat" if _is_exact(index) else f"ivf{faiss.extract_index_ivf(index).nlist}"
+
+
+def indexed_ids(index: Any) -> Ids:
+    """The catalog ids an index holds (any order)."""
+    import faiss
+
+    if _is_exact(index):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    lists = faiss.extract_index_ivf(index).invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+        for i in range(lists.nlist)
+        if lists.list_size(i)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 def search(index: Any, query: Embeddings, k: int, *, parts: int | None = None) -> list[Hit]:

@@ -358,3 +358,17 @@ def test_forget_unreadable_keeps_only_the_files_still_bad(catalog: Catalog) -> N
     catalog.forget_unreadable({"/photos/b.jpg"})
 
     assert catalog.unreadable() == {"/photos/b.jpg": (2, 2, "corrupt")}
+
+
+def test_each_write_records_its_generation_so_later_changes_can_be_read_back(
+    catalog: Catalog,
+) -> None:
+    catalog.add([new_image("/p/a.jpg", "a", 1), new_image("/p/b.jpg", "b", 2)])
+    since = catalog.generation
+    catalog.add([new_image("/p/c.jpg", "c", 3), new_image("/p/a.jpg", "a2", 4)])  # a replaced
+    catalog.move([(catalog.entries()["/p/b.jpg"].id, "/q/b.jpg", 100, 1)])  # same vector
+    ids, vectors = catalog.vectors(changed_after=since)
+    by_path = {e.id: p for p, e in catalog.entries().items()}
+    assert sorted(by_path[i] for i in ids) == ["/p/a.jpg", "/p/c.jpg"]
+    np.testing.assert_array_equal(vectors[[by_path[i] for i in ids].index("/p/a.jpg")], vector(4))
+    assert sorted(catalog.ids()) == sorted(by_path)

@@ -120,3 +120,100 @@ def test_a_saved_exact_index_reads_back_and_answers_the_same(tmp_path):
     query = clustered(1, seed=5)[0]
     assert hits_of(loaded, query, 10, parts=2) == hits_of(index, query, 10, parts=2)
     assert hits_of(loaded, query, 10, parts=2) == flat_ip_hits(ids, vectors, query, 10)
+
+
+# -- keeping the saved index up to date ----------------------------------------------------------
+
+
+def fill(catalog, paths: range, seed: int) -> None:
+    from clipcli.catalog import NewImage
+
+    vectors = clustered(len(paths), seed=seed)
+    catalog.add(
+        NewImage(f"/photos/{i}.jpg", 1, 1, f"sha{i}-{seed}", v)
+        for i, v in zip(paths, vectors, strict=True)
+    )
+
+
+def same_answers(index, fresh, queries) -> None:
+    for query in queries:
+        got = vector_index.search(index, query, 10)
+        expected = vector_index.search(fresh, query, 10)
+        assert [h.id for h in got] == [h.id for h in expected]
+        np.testing.assert_allclose([h.score for h in got], [h.score for h in expected], atol=1e-6)
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    from clipcli.catalog import Catalog
+
+    with Catalog(tmp_path) as opened:
+        yield opened
+
+
+def test_a_saved_index_catches_up_in_place_with_adds_replacements_and_removals(
+    catalog, tmp_path, monkeypatch
+):
+    fill(catalog, range(30), seed=1)
+    vector_index.refresh(tmp_path, catalog)
+    fill(catalog, range(25, 40), seed=2)  # 25-29 replaced, 30-39 new
+    catalog.remove([e.id for p, e in catalog.entries().items() if p.endswith(("/3.jpg", "/7.jpg"))])
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the index was rebuilt")
+
+    monkeypatch.setattr(vector_index, "build", no_rebuild)
+    index = vector_index.refresh(tmp_path, catalog)
+    monkeypatch.undo()
+    assert index.ntotal == catalog.count() == 38
+    fresh = vector_index.build(*catalog.vectors())
+    same_answers(index, fresh, clustered(20, seed=3))
+    assert vector_index.refresh(tmp_path, catalog).ntotal == 38  # saved: read back as it is
+
+
+def test_outgrowing_the_exact_layout_rebuilds_as_inverted_lists(catalog, tmp_path, monkeypatch):
+    monkeypatch.setattr(vector_index, "EXACT_LIMIT", 40)
+    fill(catalog, range(30), seed=1)
+    assert vector_index._is_exact(vector_index.refresh(tmp_path, catalog))
+    fill(catalog, range(30, 400), seed=2)
+    index = vector_index.refresh(tmp_path, catalog)
+    assert not vector_index._is_exact(index)
+    assert sorted(vector_index.indexed_ids(index)) == sorted(catalog.ids())
+
+
+def test_inverted_lists_catch_up_in_place_too(catalog, tmp_path, monkeypatch):
+    monkeypatch.setattr(vector_index, "EXACT_LIMIT", 40)
+    fill(catalog, range(400), seed=1)
+    before = vector_index.refresh(tmp_path, catalog)
+    fill(catalog, range(395, 410), seed=2)
+    catalog.remove([catalog.entries()["/photos/0.jpg"].id])
+    built = []
+    monkeypatch.setattr(vector_index, "build", lambda *a, **k: built.append(a))
+    index = vector_index.refresh(tmp_path, catalog)
+    assert built == []
+    assert not vector_index._is_exact(index) and index.nlist == before.nlist
+    assert sorted(vector_index.indexed_ids(index)) == sorted(catalog.ids())
+
+
+def test_an_index_saved_before_stamps_had_a_format_is_rebuilt(catalog, tmp_path, monkeypatch):
+    import json
+
+    fill(catalog, range(10), seed=1)
+    vector_index.refresh(tmp_path, catalog)
+    stamp = tmp_path / vector_index.STAMP_FILE
+    old = {k: v for k, v in json.loads(stamp.read_text()).items() if k != "format"}
+    stamp.write_text(json.dumps({**old, "generation": old["generation"] - 1}))
+    built = []
+    original = vector_index.build
+    monkeypatch.setattr(vector_index, "build", lambda *a, **k: built.append(1) or original(*a, **k))
+    assert vector_index.refresh(tmp_path, catalog).ntotal == 10
+    assert built == [1]
+
+
+def test_new_vectors_alone_are_added_without_a_rebuild(catalog, tmp_path, monkeypatch):
+    fill(catalog, range(20), seed=1)
+    vector_index.refresh(tmp_path, catalog)
+    fill(catalog, range(20, 26), seed=2)
+    monkeypatch.setattr(vector_index, "build", lambda *a, **k: pytest.fail("rebuilt"))
+    index = vector_index.refresh(tmp_path, catalog)
+    assert sorted(vector_index.indexed_ids(index)) == sorted(catalog.ids())
