@@ -67,7 +67,7 @@ PrecisionOption = Annotated[
     typer.Option(
         "--precision",
         help="auto, fp32 (open_clip reference), bf16, onnx or int8. [env: CLIPCLI_PRECISION; "
-        "default auto: ONNX Runtime on CPUs when it agrees with fp32]",
+        "default auto: the fastest backend that agrees with fp32]",
         show_default=False,
     ),
 ]

@@ -25,12 +25,13 @@ import numpy as np
 import numpy.typing as npt
 
 from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
-from clipcli.images import ImageDecodeError, load_image
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 if TYPE_CHECKING:
     import torch
+
+    from clipcli.images import ImageDecodeError
 
 Embeddings = npt.NDArray[np.float32]
 
@@ -438,6 +439,8 @@ def embed_files(
     encoder: ImageEncoder, paths: Sequence[Path], batch_size: int, workers: int | None = None
 ) -> Iterator[EmbeddedBatch]:
     """Decode and preprocess in threads while the model encodes the previous batch."""
+    from clipcli.images import ImageDecodeError, load_image  # Pillow: not for text searches
+
     workers = workers or min(4, os.cpu_count() or 1)
 
     def prepare(path: Path) -> Any:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from clipcli.onnx_sessions import (
     Runner,
@@ -32,12 +31,14 @@ from clipcli.onnx_sessions import (
     per_image_runner,
     save_optimised,
 )
-from clipcli.pixels import PixelTransform
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import cache_dir
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from clipcli.encoder import Embeddings, Encoder, ModelSpec
+    from clipcli.pixels import PixelTransform
 
 OPSET = 17
 # What the files of an export folder look like; a folder of another layout is exported again.
@@ -203,6 +204,8 @@ def calibration_images(size: int, count: int = 8) -> list[Image.Image]:
     Pure noise flatters quantised models; smooth structure with edges is closer to photos, and
     flat shapes on plain backgrounds are the other extreme of what users index.
     """
+    from PIL import Image
+
     from clipcli.shapes import draw_shape
 
     rng = np.random.default_rng(0)
@@ -268,6 +271,9 @@ def _torch_free_inputs(encoder: Encoder, images: list[Image.Image]) -> dict[str,
     """What indexing without torch needs: the pixel transform, if it matches open_clip's on
     the calibration images and on awkward sizes, and the model's logit scale."""
     from open_clip import get_model_preprocess_cfg
+    from PIL import Image
+
+    from clipcli.pixels import PixelTransform
 
     transform = PixelTransform.from_open_clip(get_model_preprocess_cfg(encoder.model))
     if transform is None:
@@ -314,6 +320,8 @@ def exported_image_encoder(spec: ModelSpec) -> ExportedImageEncoder | None:
         return None
     if not onnxruntime_available():
         return None
+    from clipcli.pixels import PixelTransform  # Pillow: only when images are embedded
+
     transform = PixelTransform.from_dict(meta["pixels"])
     return ExportedImageEncoder(
         spec, transform, image_runner(spec, kind), f"onnx-{kind}", float(meta["logit_scale"])

@@ -153,16 +153,16 @@ def search_paths(cli, index: Path):
 @pytest.fixture
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every path the encoder decodes from now on: a file not listed here was not re-encoded."""
-    from clipcli import encoder
+    from clipcli import images
 
     seen: list[str] = []
-    real = encoder.load_image
+    real = images.load_image
 
     def recording(path: Path, *args: Any, **kwargs: Any) -> Image.Image:
         seen.append(str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(encoder, "load_image", recording)
+    monkeypatch.setattr(images, "load_image", recording)
     return seen
 
 
