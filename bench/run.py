@@ -31,7 +31,16 @@ sys.path.insert(0, str(HERE))
 from photos import ensure_photo_folder  # noqa: E402
 
 MODEL = "ViT-B-32"
-SECTIONS = ("help", "indexing", "precision", "text-cache", "cold-search", "everyday", "scale")
+SECTIONS = (
+    "help",
+    "indexing",
+    "precision",
+    "text-cache",
+    "cold-search",
+    "everyday",
+    "scale",
+    "catch-up",
+)
 CLIPCLI = [sys.executable, "-m", "clipcli"]
 
 
@@ -477,6 +486,41 @@ def bench_scale(count: int, queries: int) -> list[Row]:
     ]
 
 
+def bench_catch_up(count: int, added: int = 32) -> list[Row]:
+    """Bringing a saved index up to date after a few new photos, against rebuilding it."""
+    from clipcli import vector_index
+    from clipcli.catalog import Catalog, NewImage
+
+    vectors = clustered_vectors(count + added, 512, clusters=2000, seed=1)
+
+    def images(rows: range) -> list[NewImage]:
+        return [NewImage(f"/photos/{i}.jpg", 1, 1, f"sha{i}", vectors[i]) for i in rows]
+
+    with tempfile.TemporaryDirectory() as tmp, Catalog(Path(tmp)) as catalog:
+        for start in range(0, count, 100_000):
+            catalog.add(images(range(start, min(count, start + 100_000))))
+        vector_index.refresh(Path(tmp), catalog)
+        catalog.add(images(range(count, count + added)))
+        start = time.perf_counter()
+        vector_index.refresh(Path(tmp), catalog)
+        caught_up = time.perf_counter() - start
+        (Path(tmp) / vector_index.STAMP_FILE).unlink()  # as if the index could not catch up
+        start = time.perf_counter()
+        vector_index.refresh(Path(tmp), catalog)
+        rebuilt = time.perf_counter() - start
+    label = f"{added} new vectors into {count // 1000}k (IVF)"
+    return [
+        Row(
+            f"index update, {label}, caught up in place",
+            caught_up,
+            "s",
+            rebuilt / caught_up,
+            "rebuilt",
+        ),
+        Row(f"index update, {label}, rebuilt from SQLite", rebuilt, "s"),
+    ]
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 
@@ -543,6 +587,11 @@ FINDINGS = [
     "re-packed. The tokenizer is open_clip's vocabulary saved as JSON lists (about 15 ms to "
     "load; the tokenizers library took 60-90 ms), and typer is kept below 0.29, which "
     "validates every argument through pydantic (about 80 ms per run).",
+    "- **Everyday runs.** Once a model is exported, `index` and `classify` (with its labels "
+    "cached) need no torch: they run the exported image tower on pixels made by Pillow and "
+    "numpy, which export checks against open_clip's own transform (equal to the last bit on "
+    "awkward image sizes). That is what makes adding 4 photos or classifying one photo about "
+    "10x faster than through the loaded model.",
     "- **Exact search at 1M.** For one query faiss 1.15 spreads a Flat scan over its threads "
     "through BLAS products (about 150 ms here); its plain SIMD scan on one thread takes about "
     "85 ms. clipcli gives each core a slice to scan the plain way and merges the hits, which "
@@ -576,6 +625,7 @@ def main() -> None:
         ("cold-search", lambda: bench_cold_search(photos, checkpoint, 5)),
         ("everyday", lambda: bench_everyday(photos, checkpoint)),
         ("scale", lambda: bench_scale(args.vectors, 200)),
+        ("catch-up", lambda: bench_catch_up(args.vectors)),
     ]
     for name, step in steps:
         if name in want:
