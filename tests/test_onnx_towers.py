@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,6 +49,22 @@ def vit_args(spec):
 def batch():
     torch.manual_seed(3)
     return torch.rand(6, 3, 64, 64) * 2 - 1
+
+
+def without_torch(code: str) -> Any:
+    """Run `code` in a fresh interpreter, assert it never imported torch, return its `result`.
+
+    `code` starts from `from pathlib import Path` and leaves something JSON-able in `result`.
+    """
+    script = (
+        "import json, sys\nfrom pathlib import Path\n"
+        + code
+        + "\nprint(json.dumps({'torch': 'torch' in sys.modules, 'result': result}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    answer = json.loads(out.stdout)
+    assert answer["torch"] is False
+    return answer["result"]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -161,17 +178,11 @@ def test_search_answers_without_importing_torch_and_like_torch(
 ):
     index = tmp_path / "index"
     assert cli("index", photo_folder, "--index", index, *vit_args).exit_code == 0
-    script = (
-        "import json, sys\n"
-        "from pathlib import Path\n"
+    fast = without_torch(
         "from clipcli.searcher import search_index\n"
         f"hits = search_index(Path({str(index)!r}), 'a red square', top_k=5)\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'paths': [h.path for h in hits],"
-        " 'scores': [h.score for h in hits]}))\n"
+        "result = {'paths': [h.path for h in hits], 'scores': [h.score for h in hits]}"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    fast = json.loads(out.stdout)
-    assert fast["torch"] is False
 
     # The torch reference: open_clip's text tower, then the same vector index.
     from clipcli import vector_index
@@ -263,15 +274,11 @@ def test_reindexing_an_exported_model_needs_no_torch_and_gives_the_same_vectors(
     # Whichever backend auto takes, as long as it is an exported one: say torch timed slowest.
     onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)
     new = make_image(photo_folder / "later" / "orange.png", "orange", (120, 90))
-    script = (
-        "import json, sys\n"
-        "from pathlib import Path\n"
+    added = without_torch(
         "from clipcli.indexer import update_index\n"
-        f"report = update_index([Path({str(photo_folder)!r})], Path({str(index)!r}))\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'added': report.added}))\n"
+        f"result = update_index([Path({str(photo_folder)!r})], Path({str(index)!r})).added"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == {"torch": False, "added": 1}
+    assert added == 1
 
     from clipcli.catalog import Catalog
     from clipcli.encoder import embed_files
@@ -330,21 +337,15 @@ def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
     onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)  # an ONNX tower
     result, expected = cli.json("classify", *images, "--labels", labels, *vit_args)
     assert result.exit_code == 0, result.stderr  # the labels are cached now
-    script = (
-        "import json, sys\n"
-        "from pathlib import Path\n"
+    predictions_by_image = without_torch(
         "from clipcli.classifier import classify_paths\n"
         "from clipcli.prompts import load_templates\n"
         f"paths = [Path(p) for p in {[str(p) for p in images]!r}]\n"
         f"found = classify_paths(paths, {labels.split(',')!r}, load_templates('default'),"
         f" model={spec.name!r}, pretrained={spec.pretrained!r})\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules,"
-        " 'predictions': [[(p.label, p.similarity) for p in c.predictions] for c in found]}))\n"
+        "result = [[(p.label, p.similarity) for p in c.predictions] for c in found]"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    fast = json.loads(out.stdout)
-    assert fast["torch"] is False
-    for entry, predictions in zip(expected, fast["predictions"], strict=True):
+    for entry, predictions in zip(expected, predictions_by_image, strict=True):
         assert [label for label, _ in predictions] == [p["label"] for p in entry["predictions"]]
         for (_, similarity), p in zip(predictions, entry["predictions"], strict=True):
             assert similarity == pytest.approx(p["similarity"], abs=1e-6)
