@@ -204,9 +204,10 @@ def bench_precisions(photos: list[Path], checkpoint: Path, batch: int) -> list[R
     """Each --precision's encoder speed and its lowest cosine to torch fp32, on real photos."""
     import torch
 
-    from clipcli.encoder import ModelSpec, load_encoder
+    from clipcli.encoder import load_encoder
     from clipcli.errors import UsageError
     from clipcli.images import load_image
+    from clipcli.models import ModelSpec
 
     spec = ModelSpec(MODEL, str(checkpoint))
     reference = load_encoder(spec, "cpu", "fp32")

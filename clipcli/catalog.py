@@ -11,11 +11,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipcli.encoder import Embeddings
 from clipcli.errors import ClipcliError
+
+if TYPE_CHECKING:
+    from clipcli.encoder import Embeddings
 
 CATALOG_FILE = "catalog.sqlite3"
 

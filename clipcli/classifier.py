@@ -10,13 +10,12 @@ from clipcli.encoder import (
     Embeddings,
     Encoder,
     ImageEncoder,
-    ModelSpec,
     embed_files,
     load_encoder,
     load_image_encoder,
-    resolve_exported_spec,
 )
 from clipcli.images import ImageDecodeError, expand_paths
+from clipcli.models import ModelSpec, resolve_exported_spec
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
 from clipcli.scorer import Prediction, rank_labels

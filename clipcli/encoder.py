@@ -6,7 +6,6 @@ seconds, and `--help` or a bad argument should answer at once.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import platform
@@ -24,9 +23,9 @@ from urllib.parse import urlparse
 import numpy as np
 import numpy.typing as npt
 
-from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
+from clipcli.errors import UsageError, WeightsUnavailableError
+from clipcli.models import HF_HUB_PREFIX, ModelSpec, open_clip_registry
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 if TYPE_CHECKING:
     import torch
@@ -35,117 +34,11 @@ if TYPE_CHECKING:
 
 Embeddings = npt.NDArray[np.float32]
 
-PACKAGE_DIR = Path(__file__).parent
-BUNDLED_CONFIG_DIR = PACKAGE_DIR / "model_configs"
-# Models whose weights ship inside the package, so they need neither --pretrained nor a network.
-BUNDLED_WEIGHTS = {"clipcli-shapes": PACKAGE_DIR / "weights" / "clipcli-shapes.pt"}
-HF_HUB_PREFIX = "hf-hub:"
 # fp32: open_clip's torch reference. bf16: torch autocast (CPUs with AVX-512 BF16/AMX, GPUs).
 # onnx / int8: ONNX Runtime on the CPU. auto: on the CPU, the fastest of torch fp32, ONNX fp32
 # and ONNX int8 whose embeddings agree with torch fp32 to cosine >= 0.999 (checked and timed
 # once per model at export).
 PRECISIONS = ("auto", "fp32", "bf16", "onnx", "int8")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model architecture and the weights to put in it."""
-
-    name: str
-    pretrained: str | None  # an open_clip tag, an absolute checkpoint path, or None (hf-hub:)
-
-    @property
-    def pretrained_is_file(self) -> bool:
-        return self.pretrained is not None and os.path.isabs(self.pretrained)
-
-    @property
-    def fingerprint(self) -> str:
-        """Identity for caches: a checkpoint file that changes on disk gets a new fingerprint."""
-        if self.pretrained_is_file and os.path.exists(self.pretrained or ""):
-            stat = os.stat(self.pretrained or "")
-            return f"{self.name}|{self.pretrained}|{stat.st_size}|{stat.st_mtime_ns}"
-        return f"{self.name}|{self.pretrained or ''}"
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
-
-
-def _open_clip() -> Any:
-    """open_clip with clipcli's own model configs registered."""
-    import open_clip
-
-    if "clipcli-shapes" not in open_clip.list_models():
-        open_clip.add_model_config(BUNDLED_CONFIG_DIR)
-    return open_clip
-
-
-def resolve_model_spec(model: str, pretrained: str | None) -> ModelSpec:
-    """Check the model name and choose weights: the given tag or file, else a sensible default."""
-    open_clip = _open_clip()
-    if model.startswith(HF_HUB_PREFIX):
-        return ModelSpec(model, None)
-    known = open_clip.list_models()
-    if model not in known:
-        close = difflib.get_close_matches(model, known, n=5, cutoff=0.6)
-        hint = f"did you mean: {', '.join(close)}?" if close else "see open_clip.list_models()"
-        raise UnknownModelError(f"unknown model '{model}'", hint=hint)
-    if pretrained is None:
-        return ModelSpec(model, _default_weights(open_clip, model))
-    if os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith((".pt", ".bin")):
-        if not os.path.isfile(pretrained):
-            raise UsageError(f"{pretrained}: checkpoint file not found (--pretrained)")
-        return ModelSpec(model, os.path.abspath(pretrained))
-    tags = open_clip.list_pretrained_tags_by_model(model)
-    if pretrained not in tags:
-        known_tags = ", ".join(tags) if tags else "none; pass a checkpoint file"
-        raise UsageError(
-            f"unknown weights '{pretrained}' for model '{model}'",
-            hint=f"known tags: {known_tags}",
-        )
-    return ModelSpec(model, pretrained)
-
-
-def resolve_exported_spec(model: str, pretrained: str | None) -> ModelSpec:
-    """resolve_model_spec, without importing open_clip (and torch) for a model exported here.
-
-    Its name and weights were checked when it was exported; anything else goes through
-    resolve_model_spec, which checks them and explains what is wrong.
-    """
-    from clipcli.onnx_towers import ExportFolder
-
-    guess = _spec_without_open_clip(model, pretrained)
-    if guess is not None and "image_torch_rate" in ExportFolder.for_spec(guess).read_meta():
-        return guess
-    return resolve_model_spec(model, pretrained)
-
-
-def _spec_without_open_clip(model: str, pretrained: str | None) -> ModelSpec | None:
-    """What resolve_model_spec returns for these arguments, where that needs no open_clip."""
-    if model.startswith(HF_HUB_PREFIX):
-        return ModelSpec(model, None)
-    if pretrained is None:
-        if model in BUNDLED_WEIGHTS:
-            return ModelSpec(model, str(BUNDLED_WEIGHTS[model]))
-        return ModelSpec(model, DEFAULT_PRETRAINED) if model == DEFAULT_MODEL else None
-    if os.path.isfile(pretrained):
-        return ModelSpec(model, os.path.abspath(pretrained))
-    if os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith((".pt", ".bin")):
-        return None  # resolve_model_spec explains what is wrong with it
-    return ModelSpec(model, pretrained)
-
-
-def _default_weights(open_clip: Any, model: str) -> str:
-    if model in BUNDLED_WEIGHTS:
-        return str(BUNDLED_WEIGHTS[model])
-    if model == DEFAULT_MODEL:
-        return DEFAULT_PRETRAINED
-    tags = open_clip.list_pretrained_tags_by_model(model)
-    if not tags:
-        raise UsageError(
-            f"model '{model}' has no published weights",
-            hint="pass --pretrained /path/to/checkpoint.pt",
-        )
-    return tags[0]
 
 
 def pick_device(device: str) -> str:
@@ -242,7 +135,7 @@ def load_encoder(
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'", hint=f"use {', '.join(PRECISIONS)}")
-    open_clip = _open_clip()
+    open_clip = open_clip_registry()
     chosen = pick_device(device)
     if spec.pretrained_is_file and not os.path.isfile(spec.pretrained or ""):
         raise WeightsUnavailableError(f"{spec.pretrained}: weights file not found")

@@ -19,15 +19,10 @@ from pathlib import Path
 
 from clipcli import onnx_towers, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
-from clipcli.encoder import (
-    ImageEncoder,
-    ModelSpec,
-    embed_files,
-    load_image_encoder,
-    resolve_model_spec,
-)
+from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
+from clipcli.models import ModelSpec, resolve_model_spec
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import model_choice, precision_choice
 

@@ -9,8 +9,6 @@ plus the torch-free tokenizer let `clipcli search` answer without importing torc
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import statistics
 import sys
@@ -22,102 +20,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipcli.export_cache import IMAGE_KINDS, ExportFolder
 from clipcli.onnx_sessions import (
     Runner,
     batch_runner,
     normalise,
     onnxruntime_available,
-    optimised_path,
     per_image_runner,
     save_optimised,
 )
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.settings import cache_dir
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from clipcli.encoder import Embeddings, Encoder, ModelSpec
+    from clipcli.encoder import Embeddings, Encoder
+    from clipcli.models import ModelSpec
     from clipcli.pixels import PixelTransform
 
 OPSET = 17
-# What the files of an export folder look like; a folder of another layout is exported again.
-LAYOUT = 4
-# Agreement needed for `auto` to choose a backend over torch fp32 (the issue's contract).
+# Agreement needed for `auto` to choose a backend over torch fp32 (as --precision documents).
 AUTO_MIN_COSINE = 0.999
 # Below these an explicitly requested backend is refused: its answers would not be the model's.
 MIN_COSINE = {"fp32": AUTO_MIN_COSINE, "int8": 0.99}
-IMAGE_KINDS = ("fp32", "int8")
-
-
-@dataclass(frozen=True)
-class ExportFolder:
-    """Where one model's exported towers live."""
-
-    path: Path
-
-    @classmethod
-    def for_spec(cls, spec: ModelSpec) -> ExportFolder:
-        digest = hashlib.sha256(spec.fingerprint.encode()).hexdigest()[:20]
-        return cls(cache_dir() / "onnx" / digest)
-
-    def tower(self, name: str) -> Path:
-        return self.path / f"{name}.onnx"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.path / "tokenizer.json"
-
-    def read_meta(self) -> dict[str, Any]:
-        """What the export recorded; nothing for a folder of an older layout."""
-        try:
-            meta = json.loads((self.path / "export.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return meta if meta.get("layout") == LAYOUT else {}
-
-    def update_meta(self, **values: Any) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        meta = {**self.read_meta(), **values, "layout": LAYOUT}
-        tmp = self.path / ".export.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, self.path / "export.json")
-
-    def graphs_present(self) -> bool:
-        """Whether every graph export.json speaks of is still on disk (caches get pruned)."""
-        meta = self.read_meta()
-        names = [f"image-{kind}" for kind in IMAGE_KINDS if f"image_{kind}_rate" in meta]
-        names += ["text-fp32"] if meta.get("text_ok") else []
-        return all(
-            optimised_path(self.tower(name)).is_file()
-            and optimised_path(self.tower(name)).with_suffix(".weights").is_file()
-            for name in names
-        )
-
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[dict[str, Any]]:
-        """Exclusive use for exporting; yields the recorded meta.
-
-        A second process waits here, then finds the work done. The files of an older layout are
-        removed first: they are several hundred MB and nothing reads them any more.
-        """
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f"{self.path.name}.lock", "a+") as handle:
-            try:
-                import fcntl
-            except ImportError:  # Windows: no advisory locks; writes are still atomic renames
-                fcntl = None
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                if not self.read_meta() or not self.graphs_present():
-                    for old in self.path.iterdir():
-                        old.unlink()
-                    self.update_meta()
-                yield self.read_meta()
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _export(module: Any, example: Any, path: Path, input_name: str) -> None:

@@ -20,7 +20,8 @@ from clipcli.errors import UsageError
 from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
-    from clipcli.encoder import Embeddings, ModelSpec
+    from clipcli.encoder import Embeddings
+    from clipcli.models import ModelSpec
 
 # Installed wheels carry the templates inside the package; a source checkout has them at the top.
 PROMPT_DIRS = (Path(__file__).parent / "prompts", Path(__file__).parent.parent / "prompts")

@@ -9,8 +9,9 @@ import numpy as np
 
 from clipcli import onnx_towers, vector_index
 from clipcli.catalog import CATALOG_FILE, Catalog
-from clipcli.encoder import Embeddings, ModelSpec, embed_files, load_encoder, load_image_encoder
+from clipcli.encoder import Embeddings, embed_files, load_encoder, load_image_encoder
 from clipcli.errors import IndexMissingError, UsageError
+from clipcli.models import ModelSpec
 from clipcli.prompts import RAW_QUERY, TextEmbeddingCache
 
 

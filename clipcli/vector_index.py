@@ -15,13 +15,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from clipcli.catalog import Catalog
-from clipcli.encoder import Embeddings
+
+if TYPE_CHECKING:
+    from clipcli.encoder import Embeddings
 
 INDEX_FILE = "vectors.faiss"
 # Exact search up to this many vectors: a flat scan of 200k 512-d vectors takes ~15 ms on two

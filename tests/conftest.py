@@ -47,7 +47,7 @@ def save_random_checkpoint(path: Path, seed: int) -> Path:
     import open_clip
     import torch
 
-    from clipcli.encoder import BUNDLED_CONFIG_DIR
+    from clipcli.models import BUNDLED_CONFIG_DIR
 
     open_clip.add_model_config(BUNDLED_CONFIG_DIR)
     torch.manual_seed(seed)

@@ -6,8 +6,9 @@ import pytest
 from conftest import make_image
 
 from clipcli import encoder as encoder_module
-from clipcli.encoder import BUNDLED_WEIGHTS, ModelSpec, load_encoder, resolve_model_spec
+from clipcli.encoder import load_encoder
 from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
+from clipcli.models import BUNDLED_WEIGHTS, ModelSpec, resolve_model_spec
 from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED, model_choice
 
 

@@ -115,7 +115,8 @@ def png_claiming_size(path: Path, width: int, height: int) -> Path:
 
 def embed_directly(checkpoint: Path, path: Path) -> np.ndarray:
     """The vector the encoder gives one file on its own, to compare with what was stored."""
-    from clipcli.encoder import embed_files, load_encoder, resolve_model_spec
+    from clipcli.encoder import embed_files, load_encoder
+    from clipcli.models import resolve_model_spec
 
     encoder = load_encoder(resolve_model_spec(TEST_MODEL, str(checkpoint)), "cpu")
     return next(embed_files(encoder, [path], batch_size=1)).embeddings[0]

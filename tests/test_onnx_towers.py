@@ -13,8 +13,9 @@ import torch
 from conftest import TEST_MODEL, make_image
 
 from clipcli import onnx_towers
-from clipcli.encoder import ModelSpec, load_encoder
+from clipcli.encoder import load_encoder
 from clipcli.errors import UsageError
+from clipcli.models import ModelSpec
 from clipcli.onnx_sessions import optimised_path
 from clipcli.tokenizer import PROBES, FastTokenizer
 
@@ -256,7 +257,7 @@ def test_a_model_the_exporter_cannot_handle_keeps_torch_and_is_not_retried(
 
 
 def test_the_bundled_resnet_exports_exactly_too(batch):
-    from clipcli.encoder import BUNDLED_WEIGHTS
+    from clipcli.models import BUNDLED_WEIGHTS
 
     spec = ModelSpec(TEST_MODEL, str(BUNDLED_WEIGHTS[TEST_MODEL]))
     assert load_encoder(spec, "cpu", "onnx").backend == "onnx-fp32"
@@ -361,13 +362,13 @@ def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
     ],
 )
 def test_model_names_resolve_alike_without_open_clip(model, pretrained):
-    from clipcli.encoder import _spec_without_open_clip, resolve_model_spec
+    from clipcli.models import _spec_without_open_clip, resolve_model_spec
 
     assert _spec_without_open_clip(model, pretrained) == resolve_model_spec(model, pretrained)
 
 
 def test_a_checkpoint_file_resolves_alike_without_open_clip(random_checkpoint):
-    from clipcli.encoder import _spec_without_open_clip, resolve_model_spec
+    from clipcli.models import _spec_without_open_clip, resolve_model_spec
 
     assert _spec_without_open_clip(TEST_MODEL, str(random_checkpoint)) == resolve_model_spec(
         TEST_MODEL, str(random_checkpoint)

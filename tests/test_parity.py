@@ -9,7 +9,7 @@ import torch
 from conftest import TEST_MODEL, make_image
 from PIL import Image
 
-from clipcli.encoder import BUNDLED_CONFIG_DIR
+from clipcli.models import BUNDLED_CONFIG_DIR
 
 LABELS = ["red circle", "blue square", "a cat", "a dog", "a horse"]
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import TEST_MODEL
 
-from clipcli.encoder import ModelSpec, load_encoder
+from clipcli.encoder import load_encoder
 from clipcli.errors import UsageError
+from clipcli.models import ModelSpec
 from clipcli.prompts import (
     TemplateSet,
     TextEmbeddingCache,

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipcli.encoder import BUNDLED_WEIGHTS, ModelSpec, load_encoder
+from clipcli.encoder import load_encoder
 from clipcli.images import load_image
+from clipcli.models import BUNDLED_WEIGHTS, ModelSpec
 from clipcli.shapes import COLOURS, SHAPES, ShapeSpec, draw_shape, write_sample_folder
 
 SEED = 20261122  # fixed, and different from any seed the training script uses
