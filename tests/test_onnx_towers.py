@@ -344,12 +344,13 @@ def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
         f"paths = [Path(p) for p in {[str(p) for p in images]!r}]\n"
         f"found = classify_paths(paths, {labels.split(',')!r}, load_templates('default'),"
         f" model={spec.name!r}, pretrained={spec.pretrained!r})\n"
-        "result = [[(p.label, p.similarity) for p in c.predictions] for c in found]"
+        "result = [[(p.label, p.similarity, p.score) for p in c.predictions] for c in found]"
     )
     for entry, predictions in zip(expected, predictions_by_image, strict=True):
-        assert [label for label, _ in predictions] == [p["label"] for p in entry["predictions"]]
-        for (_, similarity), p in zip(predictions, entry["predictions"], strict=True):
+        assert [label for label, *_ in predictions] == [p["label"] for p in entry["predictions"]]
+        for (_, similarity, score), p in zip(predictions, entry["predictions"], strict=True):
             assert similarity == pytest.approx(p["similarity"], abs=1e-6)
+            assert score == pytest.approx(p["score"], abs=1e-5)  # the same logit scale
 
 
 @pytest.mark.parametrize(
