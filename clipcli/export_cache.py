@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clipcli.onnx_sessions import optimised_path
+from clipcli import locks
+from clipcli.onnx_sessions import optimised_path, weights_path
 from clipcli.settings import cache_dir
 
 if TYPE_CHECKING:
@@ -61,14 +62,12 @@ class ExportFolder:
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.path / "export.json")
 
-    def graphs_present(self) -> bool:
-        """Whether every graph export.json speaks of is still on disk (caches get pruned)."""
-        meta = self.read_meta()
+    def graphs_present(self, meta: dict[str, Any]) -> bool:
+        """Whether every graph `meta` speaks of is still on disk (caches get pruned)."""
         names = [f"image-{kind}" for kind in IMAGE_KINDS if f"image_{kind}_rate" in meta]
         names += ["text-fp32"] if meta.get("text_ok") else []
         return all(
-            optimised_path(self.tower(name)).is_file()
-            and optimised_path(self.tower(name)).with_suffix(".weights").is_file()
+            optimised_path(self.tower(name)).is_file() and weights_path(self.tower(name)).is_file()
             for name in names
         )
 
@@ -76,23 +75,16 @@ class ExportFolder:
     def writing(self) -> Iterator[dict[str, Any]]:
         """Exclusive use for exporting; yields the recorded meta.
 
-        A second process waits here, then finds the work done. The files of an older layout are
-        removed first: they are several hundred MB and nothing reads them any more.
+        A second process waits here, then finds the work done. The files of an older layout, or
+        of an export whose graphs were pruned, are removed first: they are several hundred MB
+        and nothing can use them.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f"{self.path.name}.lock", "a+") as handle:
-            try:
-                import fcntl
-            except ImportError:  # Windows: no advisory locks; writes are still atomic renames
-                fcntl = None
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                if not self.read_meta() or not self.graphs_present():
-                    for old in self.path.iterdir():
-                        old.unlink()
-                    self.update_meta()
-                yield self.read_meta()
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        with locks.exclusive(self.path.parent / f"{self.path.name}.lock", wait=True):
+            meta = self.read_meta()
+            if not meta or not self.graphs_present(meta):
+                for old in self.path.iterdir():
+                    old.unlink()
+                self.update_meta()
+                meta = self.read_meta()
+            yield meta

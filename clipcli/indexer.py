@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcli import onnx_towers, vector_index
+from clipcli import locks, onnx_towers, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
@@ -159,24 +159,14 @@ def _choose_model(
 @contextmanager
 def _exclusive(folder: Path) -> Iterator[None]:
     """One writer per index: a second `clipcli index` exits at once instead of interleaving."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; SQLite still serialises the writes
+    try:
+        with locks.exclusive(folder / LOCK_FILE, wait=False):
             yield
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise IndexBusyError(
-                f"{folder}: another `clipcli index` is updating this index",
-                hint="wait for it to finish, then run again",
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except locks.Busy:
+        raise IndexBusyError(
+            f"{folder}: another `clipcli index` is updating this index",
+            hint="wait for it to finish, then run again",
+        ) from None
 
 
 def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:

@@ -38,6 +38,11 @@ def optimised_path(path: Path) -> Path:
     return path.with_suffix(".opt.onnx")
 
 
+def weights_path(path: Path) -> Path:
+    """Where the weights of the optimised graph of `path` live (see save_optimised)."""
+    return optimised_path(path).with_suffix(".weights")
+
+
 def save_optimised(path: Path) -> Path:
     """Optimise `path` once and save the graph with its weights in a file of their own.
 
@@ -54,7 +59,7 @@ def save_optimised(path: Path) -> Path:
     options.optimized_model_filepath = str(partial)
     options.add_session_config_entry(
         "session.optimized_model_external_initializers_file_name",
-        final.with_suffix(".weights").name,
+        weights_path(path).name,
     )
     options.add_session_config_entry(
         "session.optimized_model_external_initializers_min_size_in_bytes", "1024"

@@ -184,11 +184,15 @@ def _export_and_check_image_towers(encoder: Encoder, folder: ExportFolder) -> No
     _finish(folder.tower("image-fp32"), folder.tower("image-int8"))
     reference = encoder.encode_images_torch(pixels)
     timed = pixels[:8]  # enough to rank the backends; the cosines use every image
-    meta = {"image_torch_rate": _images_per_second(lambda: encoder.encode_images_torch(timed), 8)}
+    meta = {
+        "image_torch_rate": _images_per_second(
+            lambda: encoder.encode_images_torch(timed), len(timed)
+        )
+    }
     for kind in IMAGE_KINDS:
         run = image_runner(encoder.spec, kind)
         meta[f"image_{kind}_cosine"] = _lowest_cosine(reference, run(pixels.numpy()))
-        meta[f"image_{kind}_rate"] = _images_per_second(lambda r=run: r(timed.numpy()), 8)
+        meta[f"image_{kind}_rate"] = _images_per_second(lambda r=run: r(timed.numpy()), len(timed))
     folder.update_meta(**meta, **_torch_free_inputs(encoder, images))
 
 
@@ -241,7 +245,7 @@ def exported_image_encoder(spec: ModelSpec) -> ExportedImageEncoder | None:
     kind = fastest_faithful(meta)
     if kind is None or "pixels" not in meta:
         return None
-    if not folder.graphs_present():  # the model is loaded, and the export made again
+    if not folder.graphs_present(meta):  # the model is loaded, and the export made again
         return None
     if not onnxruntime_available():
         return None
@@ -312,7 +316,7 @@ def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | No
     """A torch-free text encoder for an exported, verified model; None when there is none."""
     folder = ExportFolder.for_spec(spec)
     meta = folder.read_meta()
-    if not meta.get("text_ok") or not onnxruntime_available() or not folder.graphs_present():
+    if not meta.get("text_ok") or not onnxruntime_available() or not folder.graphs_present(meta):
         return None
     from clipcli.tokenizer import FastTokenizer
 

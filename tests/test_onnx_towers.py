@@ -326,7 +326,7 @@ def test_a_pruned_export_is_made_again_instead_of_failing(
     make_image(photo_folder / "new.png", "purple")
     assert cli("index", photo_folder, "--index", index, *args).exit_code == 0
     assert "image_torch_rate" in folder.read_meta()
-    assert folder.graphs_present()
+    assert folder.graphs_present(folder.read_meta())
 
 
 def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
