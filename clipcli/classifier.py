@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipcli.encoder import (
-    Embeddings,
-    Encoder,
-    ImageEncoder,
-    embed_files,
-    load_encoder,
-    load_image_encoder,
-)
+from clipcli.encoder import Embeddings, Encoder, embed_files, full_model, load_image_encoder
 from clipcli.images import ImageDecodeError, expand_paths
 from clipcli.models import ModelSpec, resolve_exported_spec
 from clipcli.progress import NoProgress, ProgressReporter
@@ -48,12 +41,13 @@ def classify_paths(
     files = expand_paths(paths)
     progress = progress or NoProgress()
     spec = resolve_exported_spec(*model_choice(model, pretrained))
+    chosen = precision_choice(precision)
     progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
-    encoder = load_image_encoder(spec, device, precision_choice(precision), progress)
+    encoder = load_image_encoder(spec, device, chosen, progress)
     progress.advance(1)
     cache = TextEmbeddingCache.default()
     try:
-        text_side = _TextOnDemand(spec, encoder, device, precision_choice(precision))
+        text_side = _TextOnDemand(spec, full_model(encoder, spec, device, chosen))
         text = label_embeddings(text_side, labels, templates, cache, progress)
     finally:
         cache.close()
@@ -69,20 +63,18 @@ def classify_paths(
     return [results[path] for path in files]
 
 
+@dataclass(frozen=True)
 class _TextOnDemand:
     """The model's text side, loaded only when a label is not in the cache yet.
 
     With every label cached and the image tower exported, classify never imports torch.
     """
 
-    def __init__(self, spec: ModelSpec, loaded: ImageEncoder, device: str, precision: str) -> None:
-        self.spec = spec
-        self._loaded, self._device, self._precision = loaded, device, precision
+    spec: ModelSpec
+    model: Callable[[], Encoder]
 
     def encode_texts(self, texts: Sequence[str]) -> Embeddings:
-        if not isinstance(self._loaded, Encoder):
-            self._loaded = load_encoder(self.spec, self._device, self._precision)
-        return self._loaded.encode_texts(texts)
+        return self.model().encode_texts(texts)
 
 
 def failed(results: Sequence[Classification]) -> bool:

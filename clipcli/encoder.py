@@ -6,6 +6,7 @@ seconds, and `--help` or a bad argument should answer at once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -175,6 +176,21 @@ def load_image_encoder(
         if exported is not None:
             return exported
     return load_encoder(spec, device, precision, progress)
+
+
+def full_model(
+    loaded: ImageEncoder | None, spec: ModelSpec, device: str = "auto", precision: str = "auto"
+) -> Callable[[], Encoder]:
+    """The whole open_clip model, loaded on the first call and only then, unless `loaded`
+    (what load_image_encoder gave) already is it: text needs the model, images may not."""
+
+    @functools.cache
+    def load() -> Encoder:
+        if isinstance(loaded, Encoder):
+            return loaded
+        return load_encoder(spec, device, precision)
+
+    return load
 
 
 def _accelerator_possible() -> bool:

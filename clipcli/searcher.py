@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from clipcli import onnx_towers, vector_index
 from clipcli.catalog import CATALOG_FILE, Catalog
-from clipcli.encoder import Embeddings, embed_files, load_encoder, load_image_encoder
+from clipcli.encoder import Embeddings, Encoder, embed_files, full_model, load_image_encoder
 from clipcli.errors import IndexMissingError, UsageError
 from clipcli.models import ModelSpec
 from clipcli.prompts import RAW_QUERY, TextEmbeddingCache
@@ -61,11 +62,13 @@ def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device:
     Text comes from the query cache, else the exported text tower (no torch); an image goes
     through the exported image tower when auto would run it, else through the loaded model.
     """
+    image_encoder = load_image_encoder(spec, device) if image is not None else None
+    model = full_model(image_encoder, spec, device)  # loaded at most once, for either part
     parts = []
     if query:
-        parts.append(_cached_text(spec, query, device))
+        parts.append(_cached_text(spec, query, device, model))
     if image is not None:
-        batch = next(embed_files(load_image_encoder(spec, device), [image], batch_size=1))
+        batch = next(embed_files(image_encoder, [image], batch_size=1))
         if batch.failures:
             raise batch.failures[0]
         parts.append(batch.embeddings[0])
@@ -75,22 +78,26 @@ def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device:
     return (combined / np.linalg.norm(combined)).astype(np.float32)
 
 
-def _cached_text(spec: ModelSpec, query: str, device: str) -> Embeddings:
+def _cached_text(
+    spec: ModelSpec, query: str, device: str, model: Callable[[], Encoder]
+) -> Embeddings:
     cache = TextEmbeddingCache.default()
     try:
         cached = cache.get(spec.fingerprint, RAW_QUERY, [query]).get(query)
         if cached is None:
-            cached = _embed_text(spec, query, device)
+            cached = _embed_text(spec, query, device, model)
             cache.put(spec.fingerprint, RAW_QUERY, {query: cached})
     finally:
         cache.close()
     return cached
 
 
-def _embed_text(spec: ModelSpec, query: str, device: str) -> Embeddings:
+def _embed_text(
+    spec: ModelSpec, query: str, device: str, model: Callable[[], Encoder]
+) -> Embeddings:
     fast = onnx_towers.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
     if fast is not None:
         return fast([query])[0]
-    encoder = load_encoder(spec, device)
+    encoder = model()
     onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
     return encoder.encode_texts([query])[0]

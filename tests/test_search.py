@@ -84,7 +84,7 @@ def test_missing_index_points_to_clipcli_index(cli, tmp_path):
 
 
 def test_a_repeated_query_is_served_from_the_cache(cli, indexed, monkeypatch):
-    from clipcli import onnx_towers, searcher
+    from clipcli import encoder, onnx_towers
 
     _, first = cli.json("search", "a purple kite", "--index", indexed, "--top-k", "3")
 
@@ -92,7 +92,21 @@ def test_a_repeated_query_is_served_from_the_cache(cli, indexed, monkeypatch):
         raise AssertionError("the text encoder ran for a cached query")
 
     monkeypatch.setattr(onnx_towers, "fast_text_encoder", no_encoder)
-    monkeypatch.setattr(searcher, "load_encoder", no_encoder)
+    monkeypatch.setattr(encoder, "load_encoder", no_encoder)
     result, again = cli.json("search", "a purple kite", "--index", indexed, "--top-k", "3")
     assert result.exit_code == 0, result.stderr
     assert again == first
+
+
+def test_a_mixed_query_loads_the_model_at_most_once(cli, indexed, photo_folder, monkeypatch):
+    from clipcli import encoder, onnx_towers
+
+    loads = []
+    real = encoder._select_backend  # every model load ends here, whoever asked for it
+    monkeypatch.setattr(onnx_towers, "fast_text_encoder", lambda spec: None)  # text needs it
+    monkeypatch.setattr(onnx_towers, "exported_image_encoder", lambda spec: None)  # image too
+    monkeypatch.setattr(encoder, "_select_backend", lambda *a: loads.append(a) or real(*a))
+    target = photo_folder / "red.png"
+    result = cli("search", "a new kind of query", "--image", target, "--index", indexed)
+    assert result.exit_code == 0, result.stderr
+    assert len(loads) == 1
