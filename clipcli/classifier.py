@@ -6,7 +6,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipcli.encoder import Embeddings, Encoder, embed_files, full_model, load_image_encoder
+from clipcli.encoder import (
+    Embeddings,
+    Encoder,
+    ImageEncoder,
+    embed_files,
+    full_model,
+    load_encoder,
+    load_image_encoder,
+)
 from clipcli.images import ImageDecodeError, expand_paths
 from clipcli.models import ModelSpec, resolve_exported_spec
 from clipcli.progress import NoProgress, ProgressReporter
@@ -42,11 +50,16 @@ def classify_paths(
     progress = progress or NoProgress()
     spec = resolve_exported_spec(*model_choice(model, pretrained))
     chosen = precision_choice(precision)
-    progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
-    encoder = load_image_encoder(spec, device, chosen, progress)
-    progress.advance(1)
     cache = TextEmbeddingCache.default()
     try:
+        progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
+        # Labels that are not cached need the whole model: then its image side is loaded with
+        # it (torch's start-up is paid anyway), instead of an exported tower beside it.
+        if cache.missing(spec.fingerprint, templates.digest, labels):
+            encoder: ImageEncoder = load_encoder(spec, device, chosen, progress, len(files))
+        else:
+            encoder = load_image_encoder(spec, device, chosen, progress, len(files))
+        progress.advance(1)
         text_side = _TextOnDemand(spec, full_model(encoder, spec, device, chosen))
         text = label_embeddings(text_side, labels, templates, cache, progress)
     finally:

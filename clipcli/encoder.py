@@ -12,6 +12,7 @@ import os
 import platform
 import socket
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,12 +89,11 @@ class Encoder:
     logit_scale: float = field(default=100.0)
     backend: str = "torch-fp32"
     image_runner: Callable[[np.ndarray], Embeddings] | None = None
-
-    @property
-    def input_size(self) -> int:
-        """The shorter side the model's preprocessing resizes to (decoders may stop there)."""
-        size = getattr(self.model.visual, "image_size", 224)
-        return int(min(size) if isinstance(size, (tuple, list)) else size)
+    # Seconds from nothing imported to the model ready, when this process had to import torch
+    # for it (None when torch was there already): what an everyday run saves by not loading it.
+    cold_start_s: float | None = None
+    # The shorter side the model's preprocessing resizes to (decoders may stop there).
+    input_size: int = 224
 
     def encode_images(self, batch: torch.Tensor) -> Embeddings:
         """L2-normalised image embeddings for a preprocessed batch, on the chosen backend."""
@@ -105,6 +105,8 @@ class Encoder:
         """The open_clip reference path (fp32, or bf16 under autocast)."""
         import torch
 
+        if self.model.visual is None:
+            raise RuntimeError("the torch image tower was released for an exported one")
         autocast = torch.autocast(
             "cuda" if self.device == "cuda" else "cpu",
             dtype=torch.bfloat16,
@@ -129,13 +131,17 @@ def load_encoder(
     device: str = "auto",
     precision: str = "auto",
     progress: ProgressReporter | None = None,
+    images: int | None = None,
 ) -> Encoder:
     """Load a model through open_clip's own loaders (hub cache, local files, hf-hub: names).
 
-    `progress` hears of the one long step a first run may take: exporting the image tower.
+    `images` is how many images the job will embed, if known: with `auto`, it weighs each
+    backend's start-up against its speed. `progress` hears of the one long step a first run
+    may take: exporting the image tower.
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'", hint=f"use {', '.join(PRECISIONS)}")
+    started, cold = time.perf_counter(), "torch" not in sys.modules
     open_clip = open_clip_registry()
     chosen = pick_device(device)
     if spec.pretrained_is_file and not os.path.isfile(spec.pretrained or ""):
@@ -151,7 +157,11 @@ def load_encoder(
     model.eval()
     scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     encoder = Encoder(spec, model, preprocess, tokenizer, chosen, scale)
-    _select_backend(encoder, precision, progress or NoProgress())
+    size = getattr(model.visual, "image_size", 224)
+    encoder.input_size = int(min(size) if isinstance(size, (tuple, list)) else size)
+    if cold:
+        encoder.cold_start_s = time.perf_counter() - started
+    _select_backend(encoder, precision, progress or NoProgress(), images)
     return encoder
 
 
@@ -160,22 +170,23 @@ def load_image_encoder(
     device: str = "auto",
     precision: str = "auto",
     progress: ProgressReporter | None = None,
+    images: int | None = None,
 ) -> ImageEncoder:
     """The image side of `load_encoder(spec, device, precision)`, without torch when it can be.
 
-    When `auto` would run an exported image tower on the CPU anyway, that tower and a pixel
-    transform checked against open_clip's are all that embedding images needs, and importing
-    torch and loading the weights (seconds) is skipped: a re-index of a few new photos then
-    takes about a second.
+    When `auto` would run an exported image tower on the CPU for a job of `images` images,
+    that tower and a pixel transform checked against open_clip's are all that embedding images
+    needs, and importing torch and loading the weights (seconds) is skipped: a re-index of a
+    few new photos then takes about a second.
     """
     from clipcli import onnx_towers
 
     on_cpu = device == "cpu" or (device == "auto" and not _accelerator_possible())
     if precision == "auto" and on_cpu:
-        exported = onnx_towers.exported_image_encoder(spec)
+        exported = onnx_towers.exported_image_encoder(spec, images, progress)
         if exported is not None:
             return exported
-    return load_encoder(spec, device, precision, progress)
+    return load_encoder(spec, device, precision, progress, images)
 
 
 def full_model(
@@ -204,9 +215,11 @@ def _accelerator_possible() -> bool:
     return any(os.path.exists(device) for device in devices)
 
 
-def _select_backend(encoder: Encoder, precision: str, progress: ProgressReporter) -> None:
-    """Switch the image tower to the backend asked for, or to the fastest faithful one."""
-    from clipcli import onnx_towers
+def _select_backend(
+    encoder: Encoder, precision: str, progress: ProgressReporter, images: int | None
+) -> None:
+    """Switch the image tower to the backend asked for, or to the one that finishes first."""
+    from clipcli import backend_choice, onnx_towers
 
     if precision == "fp32":
         return
@@ -223,16 +236,17 @@ def _select_backend(encoder: Encoder, precision: str, progress: ProgressReporter
                 hint="use --device cpu, and pip install onnxruntime if it is missing",
             )
         kind = "fp32" if precision == "onnx" else "int8"
-        _use_onnx(encoder, _checked_kind(encoder, kind, progress))
+        _use_onnx(encoder, _checked_record(encoder, kind, progress), kind)
     elif on_cpu:
-        kind = onnx_towers.fastest_faithful(onnx_towers.prepare_image_towers(encoder, progress))
-        if kind is not None:
-            _use_onnx(encoder, kind)
+        record = onnx_towers.cpu_record(onnx_towers.prepare_image_towers(encoder, progress))
+        kind = backend_choice.fastest(record, images)
+        if record is not None and kind != "torch":
+            _use_onnx(encoder, record, kind)
 
 
-def _checked_kind(encoder: Encoder, kind: str, progress: ProgressReporter) -> str:
-    """`kind` if its export exists and agrees with torch well enough to be asked for."""
-    from clipcli import onnx_towers
+def _checked_record(encoder: Encoder, kind: str, progress: ProgressReporter) -> dict[str, Any]:
+    """This CPU's record of the export, if `kind` agrees with torch well enough to be asked for."""
+    from clipcli import backend_choice, onnx_towers
 
     meta = onnx_towers.prepare_image_towers(encoder, progress)
     if "image_export_error" in meta:
@@ -240,21 +254,26 @@ def _checked_kind(encoder: Encoder, kind: str, progress: ProgressReporter) -> st
             f"{encoder.spec.describe()} cannot be exported to ONNX ({meta['image_export_error']})",
             hint="use --precision fp32",
         )
-    cosine = float(meta.get(f"image_{kind}_cosine", 0.0))
-    if cosine < onnx_towers.MIN_COSINE[kind]:
+    record = onnx_towers.cpu_record(meta) or {}
+    if not backend_choice.faithful(record, kind, backend_choice.MIN_COSINE[kind]):
+        cosine = float(record.get(kind, {}).get("cosine", 0.0))
         raise UsageError(
             f"the ONNX export of {encoder.spec.describe()} does not agree with torch "
             f"(lowest cosine {cosine:.4f})",
             hint="use --precision fp32",
         )
-    return kind
+    return record
 
 
-def _use_onnx(encoder: Encoder, kind: str) -> None:
-    from clipcli import onnx_towers
+def _use_onnx(encoder: Encoder, record: dict[str, Any], kind: str) -> None:
+    from clipcli.export_cache import ExportFolder
+    from clipcli.tower_checks import image_runner
 
-    encoder.image_runner = onnx_towers.image_runner(encoder.spec, kind)
+    encoder.image_runner = image_runner(ExportFolder.for_spec(encoder.spec), record, kind)
     encoder.backend = f"onnx-{kind}"
+    # The exported tower answers for images now; torch's copy of the same weights (350 MB for
+    # ViT-B-32) would only double the memory an index run holds.
+    encoder.model.visual = None
 
 
 def _cpu_has_bf16() -> bool:

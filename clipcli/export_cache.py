@@ -1,8 +1,10 @@
 """Where exported towers live: one folder per model fingerprint, its export.json, its lock.
 
-export.json records what the export found (each backend's agreement with torch and its speed,
-the pixel transform, the text tower's checks); a folder of another layout, or one whose graph
-files were pruned, is emptied and exported again.
+export.json records what the export found: the pixel transform, the text tower's checks, and,
+per CPU, each image backend's agreement with torch and its speed (tower_checks.py). Beside the
+graphs lie the calibration pixels and torch fp32's embeddings of them, which those checks
+compare against. A folder of another layout, or one whose files were pruned, is emptied and
+exported again.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from clipcli import locks
 from clipcli.onnx_sessions import optimised_path, weights_path
 from clipcli.settings import cache_dir
@@ -24,9 +28,9 @@ if TYPE_CHECKING:
     from clipcli.models import ModelSpec
 
 # What the files of an export folder look like; a folder of another layout is exported again.
-LAYOUT = 4
-# The image tower's exported variants: fp32 as exported, int8 dynamically quantised from it.
-IMAGE_KINDS = ("fp32", "int8")
+LAYOUT = 5
+CALIBRATION_FILE = "calibration.npy"  # pixels, [n, 3, size, size] float32
+REFERENCE_FILE = "reference.npy"  # torch fp32's unit embeddings of them, [n, dim] float32
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,38 @@ class ExportFolder:
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.path / "export.json")
 
+    def graph_saved(self, tower: Path) -> bool:
+        """Whether the optimised graph of `tower` and its weights are both on disk."""
+        return optimised_path(tower).is_file() and weights_path(tower).is_file()
+
+    def remove_graph(self, tower: Path) -> None:
+        for path in (optimised_path(tower), weights_path(tower)):
+            path.unlink(missing_ok=True)
+
     def graphs_present(self, meta: dict[str, Any]) -> bool:
-        """Whether every graph `meta` speaks of is still on disk (caches get pruned)."""
-        names = [f"image-{kind}" for kind in IMAGE_KINDS if f"image_{kind}_rate" in meta]
-        names += ["text-fp32"] if meta.get("text_ok") else []
-        return all(
-            optimised_path(self.tower(name)).is_file() and weights_path(self.tower(name)).is_file()
-            for name in names
+        """Whether every file `meta` speaks of is still on disk (caches get pruned)."""
+        towers = ["image-fp32"] if meta.get("image_exported") else []
+        towers += ["text-fp32"] if meta.get("text_ok") else []
+        towers += [
+            f"image-int8-{record['int8']['variant']}"
+            for record in meta.get("cpus", {}).values()
+            if "variant" in record.get("int8", {})
+        ]
+        calibration = [self.path / CALIBRATION_FILE, self.path / REFERENCE_FILE]
+        return all(self.graph_saved(self.tower(name)) for name in towers) and (
+            not meta.get("image_exported") or all(path.is_file() for path in calibration)
         )
+
+    def save_calibration(self, pixels: np.ndarray, reference: np.ndarray) -> None:
+        for name, array in ((CALIBRATION_FILE, pixels), (REFERENCE_FILE, reference)):
+            tmp = self.path / f".{name}.tmp"
+            with open(tmp, "wb") as handle:
+                np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
+            os.replace(tmp, self.path / name)
+
+    def calibration(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels, torch fp32's embeddings of them) that backends are checked against."""
+        return np.load(self.path / CALIBRATION_FILE), np.load(self.path / REFERENCE_FILE)
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[dict[str, Any]]:

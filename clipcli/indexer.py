@@ -7,12 +7,11 @@ move (the vector is kept), a hash already indexed → a copy (the vector is reus
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
-from clipcli.models import ModelSpec, resolve_model_spec
+from clipcli.models import ModelSpec, resolve_exported_spec
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import model_choice, precision_choice
 
@@ -93,11 +92,9 @@ def update_index(
             raise UsageError(f"{root}: not a folder")
     with _exclusive(folder), Catalog(folder) as catalog:
         spec = _choose_model(catalog, model, pretrained, reset=reset)
-        encoder = functools.cache(
-            lambda: load_image_encoder(spec, device, precision_choice(precision), progress)
-        )
+        encoder = _OnDemand(spec, device, precision_choice(precision), progress)
         if reset:
-            encoder()  # a model that cannot load must not cost the user their index
+            encoder.load()  # a model that cannot load must not cost the user their index
             catalog.clear()
         if catalog.model() != (spec.name, spec.pretrained):
             catalog.set_model(spec.name, spec.pretrained)
@@ -105,16 +102,35 @@ def update_index(
         report = IndexReport(index=str(folder), model=spec.name)
         _apply(plan, catalog, encoder, batch_size, progress, report)
         vector_index.refresh(folder, catalog)
-        if encoder.cache_info().currsize:  # the model is loaded anyway: prepare fast search
-            onnx_towers.prepare_fast_search(encoder())
+        if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
+            onnx_towers.prepare_fast_search(encoder.loaded)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+@dataclass
+class _OnDemand:
+    """The image encoder, loaded once and only when some file must be embedded."""
+
+    spec: ModelSpec
+    device: str
+    precision: str
+    progress: ProgressReporter
+    loaded: ImageEncoder | None = None
+
+    def load(self, images: int | None = None) -> ImageEncoder:
+        """The encoder for a job of `images` images (auto weighs start-up against speed)."""
+        if self.loaded is None:
+            self.loaded = load_image_encoder(
+                self.spec, self.device, self.precision, self.progress, images
+            )
+        return self.loaded
 
 
 def _apply(
     plan: _Plan,
     catalog: Catalog,
-    encoder: Callable[[], ImageEncoder],
+    encoder: _OnDemand,
     batch_size: int,
     progress: ProgressReporter,
     report: IndexReport,
@@ -146,7 +162,7 @@ def _choose_model(
     explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
     if existing and not explicit:
         return ModelSpec(*existing)
-    spec = resolve_model_spec(*model_choice(model, pretrained))
+    spec = resolve_exported_spec(*model_choice(model, pretrained))
     if existing and not reset and catalog.count() and (spec.name, spec.pretrained) != existing:
         have = ModelSpec(*existing).describe()
         raise ModelMismatchError(
@@ -260,7 +276,7 @@ def _hash_all(files: list[_FileStat], plan: _Plan, progress: ProgressReporter) -
 def _encode(
     work: list[tuple[_FileStat, str]],
     catalog: Catalog,
-    encoder: Callable[[], ImageEncoder],
+    encoder: _OnDemand,
     batch_size: int,
     progress: ProgressReporter,
 ) -> tuple[list[str], list[Skipped]]:
@@ -271,7 +287,7 @@ def _encode(
     encoded: list[str] = []
     failed: list[Skipped] = []
     progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
-    model = encoder()  # loaded before the bar starts, so its rate and ETA are the encoding's
+    model = encoder.load(len(work))  # before the bar starts: its rate and ETA are the encoding's
     progress.advance(1)
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]

@@ -87,10 +87,10 @@ def resolve_exported_spec(model: str, pretrained: str | None) -> ModelSpec:
     Its name and weights were checked when it was exported; anything else goes through
     resolve_model_spec, which checks them and explains what is wrong.
     """
-    from clipcli.onnx_towers import ExportFolder
+    from clipcli.export_cache import ExportFolder
 
     guess = _spec_without_open_clip(model, pretrained)
-    if guess is not None and "image_torch_rate" in ExportFolder.for_spec(guess).read_meta():
+    if guess is not None and ExportFolder.for_spec(guess).read_meta().get("image_exported"):
         return guess
     return resolve_model_spec(model, pretrained)
 

@@ -1,18 +1,16 @@
-"""The model's image and text towers exported once to ONNX, checked against torch, and chosen.
+"""The model's image and text towers exported once to ONNX, and the torch-free encoders over them.
 
-Exports are cached per model fingerprint. `export.json` records, for each image backend, the
-lowest cosine between its embeddings and torch fp32's on calibration images, and its speed on
-this machine; `auto` takes the fastest backend that agrees to AUTO_MIN_COSINE. The text tower
-plus the torch-free tokenizer let `clipcli search` answer without importing torch at all.
+Exports are cached per model fingerprint (export_cache.py). The image tower is exported in fp32,
+with calibration pixels and torch fp32's embeddings of them saved beside it; tower_checks.py
+measures, per CPU, how well and how fast fp32 and int8 run there, and backend_choice.py picks
+one for each job. The text tower plus the torch-free tokenizer let `clipcli search` answer
+without importing torch at all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import statistics
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipcli.export_cache import IMAGE_KINDS, ExportFolder
-from clipcli.onnx_sessions import (
-    Runner,
-    batch_runner,
-    normalise,
-    onnxruntime_available,
-    per_image_runner,
-    save_optimised,
-)
+from clipcli import backend_choice, cpu
+from clipcli.export_cache import ExportFolder
+from clipcli.onnx_sessions import Runner, batch_runner, onnxruntime_available, save_optimised
 from clipcli.progress import NoProgress, ProgressReporter
+from clipcli.quiet import stderr_silenced
+from clipcli.tower_checks import (
+    TIMED_IMAGES,
+    TorchTiming,
+    check_this_cpu,
+    image_runner,
+    images_per_second,
+    lowest_cosine,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -39,22 +40,24 @@ if TYPE_CHECKING:
     from clipcli.pixels import PixelTransform
 
 OPSET = 17
-# Agreement needed for `auto` to choose a backend over torch fp32 (as --precision documents).
-AUTO_MIN_COSINE = 0.999
-# Below these an explicitly requested backend is refused: its answers would not be the model's.
-MIN_COSINE = {"fp32": AUTO_MIN_COSINE, "int8": 0.99}
+# A text tower run on only a query's tokens must give what the full context gives: CLIP's text
+# tower is causal and pools at the end-of-text token, so this holds to float rounding.
+TRIMMED_TEXT_MIN_COSINE = 0.99999
 
 
-def _export(module: Any, example: Any, path: Path, input_name: str) -> None:
-    """torch.onnx.export with a dynamic batch axis (the plain graph; see _finish)."""
+def _export(
+    module: Any, example: Any, path: Path, input_name: str, *, lengths: bool = False
+) -> None:
+    """torch.onnx.export with a dynamic batch axis, and a dynamic sequence axis if `lengths`."""
     import warnings
 
     import torch
 
     tmp = path.with_suffix(".tmp")
+    axes = {0: "batch", 1: "length"} if lengths else {0: "batch"}
     # Not under no_grad: there nn.MultiheadAttention takes its fused inference kernel, which the
     # exporter cannot translate; with gradients enabled it traces the plain, exportable ops.
-    with warnings.catch_warnings(), torch.enable_grad(), _stderr_silenced():
+    with warnings.catch_warnings(), torch.enable_grad(), stderr_silenced():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
@@ -62,65 +65,17 @@ def _export(module: Any, example: Any, path: Path, input_name: str) -> None:
             str(tmp),
             input_names=[input_name],
             output_names=["embedding"],
-            dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+            dynamic_axes={input_name: axes, "embedding": {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
     os.replace(tmp, path)
 
 
-def _finish(*plain: Path) -> None:
-    """Save the optimised graphs that sessions load; the plain exports are then not needed."""
-    for path in plain:
-        save_optimised(path)
-    for path in plain:
-        path.unlink()
-
-
-def _quantise(fp32: Path, int8: Path) -> None:
-    """Dynamic int8 for the matrix products only.
-
-    Convolutions stay fp32: ONNX Runtime's integer convolution is slower than its float one
-    (a ViT's patch embedding took 18% of the int8 run time), and they are a small part of a ViT.
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with _stderr_silenced():
-        quantize_dynamic(
-            str(fp32),
-            str(int8),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gemm"],
-        )
-
-
-@contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
-    """The exporter's C++ side prints whole graphs to stderr when it gives up; the user gets the
-    torch path instead, and no wall of text."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.min(np.sum(normalise(a) * normalise(b), axis=1)))
-
-
-def _images_per_second(run: Callable[[], object], images: int) -> float:
-    run()  # the first run allocates buffers and reads the weights in
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return images / statistics.median(times)
+def _finish(plain: Path) -> None:
+    """Save the optimised graph that sessions load; the plain export is then not needed."""
+    save_optimised(plain)
+    plain.unlink()
 
 
 def calibration_images(size: int, count: int = 8) -> list[Image.Image]:
@@ -144,35 +99,40 @@ def calibration_images(size: int, count: int = 8) -> list[Image.Image]:
     return images
 
 
-def image_runner(spec: ModelSpec, kind: str) -> Runner:
-    """The exported image tower of `kind` ('fp32' or 'int8') as a function of a pixel batch."""
-    path = ExportFolder.for_spec(spec).tower(f"image-{kind}")
-    return per_image_runner(path) if kind == "int8" else batch_runner(path)
-
-
 def prepare_image_towers(
     encoder: Encoder, progress: ProgressReporter | None = None
 ) -> dict[str, Any]:
-    """Export, check and time the image tower once per model; returns what export.json records.
+    """Export the image tower once per model, and check its backends once per CPU; returns what
+    export.json records.
 
     A model the exporter cannot handle is recorded as such (`image_export_error`), so the
     export is not tried again on every run.
     """
     folder = ExportFolder.for_spec(encoder.spec)
+    progress = progress or NoProgress()
     with folder.writing() as meta:
-        if "image_torch_rate" in meta or "image_export_error" in meta:
+        if "image_export_error" in meta:
             return meta
-        progress = progress or NoProgress()
-        progress.phase("Preparing the fast CPU path (once per model)", 1)
-        try:
-            _export_and_check_image_towers(encoder, folder)
-        except Exception as exc:  # an architecture the exporter cannot handle keeps torch
-            _record_failure(folder, exc, "image_export_error")
-        progress.advance(1)
+        if meta.get("image_exported") and cpu.signature() in meta.get("cpus", {}):
+            return meta
+        first = not meta.get("image_exported")
+        if first:
+            progress.phase("Preparing the fast CPU path (once per model)", 1)
+            try:
+                _export_image_tower(encoder, folder)
+            except Exception as exc:  # an architecture the exporter cannot handle keeps torch
+                _record_failure(folder, exc, "image_export_error")
+                progress.advance(1)
+                return folder.read_meta()
+        check_this_cpu(
+            folder, folder.read_meta(), _torch_timing(encoder, folder), None if first else progress
+        )
+        if first:
+            progress.advance(1)
         return folder.read_meta()
 
 
-def _export_and_check_image_towers(encoder: Encoder, folder: ExportFolder) -> None:
+def _export_image_tower(encoder: Encoder, folder: ExportFolder) -> None:
     import torch
 
     images = calibration_images(encoder.input_size)
@@ -180,20 +140,17 @@ def _export_and_check_image_towers(encoder: Encoder, folder: ExportFolder) -> No
     with _patches_as_matmul(encoder.model):
         tower = _tower(encoder.model, "encode_image")
         _export(tower, pixels[:2], folder.tower("image-fp32"), "pixels")
-    _quantise(folder.tower("image-fp32"), folder.tower("image-int8"))
-    _finish(folder.tower("image-fp32"), folder.tower("image-int8"))
-    reference = encoder.encode_images_torch(pixels)
-    timed = pixels[:8]  # enough to rank the backends; the cosines use every image
-    meta = {
-        "image_torch_rate": _images_per_second(
-            lambda: encoder.encode_images_torch(timed), len(timed)
-        )
-    }
-    for kind in IMAGE_KINDS:
-        run = image_runner(encoder.spec, kind)
-        meta[f"image_{kind}_cosine"] = _lowest_cosine(reference, run(pixels.numpy()))
-        meta[f"image_{kind}_rate"] = _images_per_second(lambda r=run: r(timed.numpy()), len(timed))
-    folder.update_meta(**meta, **_torch_free_inputs(encoder, images))
+    _finish(folder.tower("image-fp32"))
+    folder.save_calibration(pixels.numpy(), encoder.encode_images_torch(pixels))
+    folder.update_meta(image_exported=True, **_torch_free_inputs(encoder, images))
+
+
+def _torch_timing(encoder: Encoder, folder: ExportFolder) -> TorchTiming:
+    import torch
+
+    timed = torch.from_numpy(folder.calibration()[0][:TIMED_IMAGES])
+    rate = images_per_second(lambda: encoder.encode_images_torch(timed), len(timed))
+    return TorchTiming(rate, encoder.cold_start_s)
 
 
 def _torch_free_inputs(encoder: Encoder, images: list[Image.Image]) -> dict[str, Any]:
@@ -220,6 +177,12 @@ def _torch_free_inputs(encoder: Encoder, images: list[Image.Image]) -> dict[str,
     return {"pixels": transform.to_dict(), "logit_scale": encoder.logit_scale}
 
 
+def cpu_record(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """What was measured of this model's exported backends on this CPU, if anything."""
+    record = meta.get("cpus", {}).get(cpu.signature())
+    return record if isinstance(record, dict) else None
+
+
 @dataclass
 class ExportedImageEncoder:
     """The image side of a model from its exported tower alone: no torch, no open_clip."""
@@ -236,36 +199,47 @@ class ExportedImageEncoder:
         return self.preprocess.size
 
 
-def exported_image_encoder(spec: ModelSpec) -> ExportedImageEncoder | None:
-    """What `auto` would run on the CPU for this model, when its export has everything needed
-    (the image tower checked and timed, the pixel transform checked); None otherwise, and the
-    caller loads the model."""
+def exported_image_encoder(
+    spec: ModelSpec, images: int | None = None, progress: ProgressReporter | None = None
+) -> ExportedImageEncoder | None:
+    """What `auto` would run on the CPU for `images` images of this model, when that is an
+    exported tower and the export has everything it needs (the pixel transform checked, the
+    backends checked on this CPU, or checkable without torch); None otherwise, and the caller
+    loads the model."""
     folder = ExportFolder.for_spec(spec)
     meta = folder.read_meta()
-    kind = fastest_faithful(meta)
-    if kind is None or "pixels" not in meta:
+    if not meta.get("image_exported") or "pixels" not in meta:
         return None
     if not folder.graphs_present(meta):  # the model is loaded, and the export made again
         return None
     if not onnxruntime_available():
         return None
+    record = cpu_record(meta) or _check_without_torch(folder, progress)
+    if record is None:
+        return None
+    kind = backend_choice.fastest(record, images)
+    if kind == "torch":
+        return None
     from clipcli.pixels import PixelTransform  # Pillow: only when images are embedded
 
     transform = PixelTransform.from_dict(meta["pixels"])
     return ExportedImageEncoder(
-        spec, transform, image_runner(spec, kind), f"onnx-{kind}", float(meta["logit_scale"])
+        spec,
+        transform,
+        image_runner(folder, record, kind),
+        f"onnx-{kind}",
+        float(meta["logit_scale"]),
     )
 
 
-def fastest_faithful(meta: dict[str, Any]) -> str | None:
-    """The fastest exported image backend agreeing with torch fp32 to AUTO_MIN_COSINE, or None
-    when torch fp32 itself is the fastest of them (or nothing was exported)."""
-    best, best_rate = None, float(meta.get("image_torch_rate", float("inf")))
-    for kind in IMAGE_KINDS:
-        rate = float(meta.get(f"image_{kind}_rate", 0.0))
-        if meta.get(f"image_{kind}_cosine", 0.0) >= AUTO_MIN_COSINE and rate > best_rate:
-            best, best_rate = kind, rate
-    return best
+def _check_without_torch(
+    folder: ExportFolder, progress: ProgressReporter | None
+) -> dict[str, Any] | None:
+    """An export made on another CPU, checked here against its saved torch reference."""
+    with folder.writing() as meta:
+        if not meta.get("image_exported"):
+            return None  # pruned meanwhile: writing() emptied it, and torch must export again
+        return cpu_record(meta) or check_this_cpu(folder, meta, None, progress)
 
 
 def _record_failure(folder: ExportFolder, exc: Exception, key: str, **also: Any) -> None:
@@ -291,8 +265,8 @@ def ensure_text_tower(encoder: Encoder) -> bool:
         _finish(folder.tower("text-fp32"))
         texts = ["a photo of a horse.", "a diagram", "x"]
         got = batch_runner(folder.tower("text-fp32"), prepack=False)(fast(texts))
-        cosine = _lowest_cosine(encoder.encode_texts(texts), got)
-        ok = matches_open_clip(fast, tokenizer) and cosine >= AUTO_MIN_COSINE
+        cosine = lowest_cosine(encoder.encode_texts(texts), got)
+        ok = matches_open_clip(fast, tokenizer) and cosine >= backend_choice.AUTO_MIN_COSINE
         folder.update_meta(text_ok=ok, text_fp32_cosine=cosine)
         return ok
 

@@ -131,6 +131,11 @@ class TextEmbeddingCache:
                 found[label] = np.frombuffer(blob, dtype="<f4").copy()
         return found
 
+    def missing(self, model: str, templates: str, labels: Sequence[str]) -> list[str]:
+        """The labels of `labels` that have no cached embedding yet."""
+        found = self.get(model, templates, labels)
+        return [label for label in labels if label not in found]
+
     def put(self, model: str, templates: str, embeddings: dict[str, Embeddings]) -> None:
         with self._db:
             self._db.executemany(

@@ -62,7 +62,7 @@ def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device:
     Text comes from the query cache, else the exported text tower (no torch); an image goes
     through the exported image tower when auto would run it, else through the loaded model.
     """
-    image_encoder = load_image_encoder(spec, device) if image is not None else None
+    image_encoder = load_image_encoder(spec, device, images=1) if image is not None else None
     model = full_model(image_encoder, spec, device)  # loaded at most once, for either part
     parts = []
     if query:

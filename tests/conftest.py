@@ -98,3 +98,78 @@ def cli() -> Cli:
 
 
 ImageMaker = Callable[..., Path]
+
+
+# A tiny ViT, like the photo models (the bundled shapes model is a ResNet).
+VIT_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+VIT_MODEL = "clipcli-test-vit"
+
+
+@pytest.fixture(scope="session")
+def vit_spec(tmp_path_factory: pytest.TempPathFactory):
+    """Seed-0 random weights of the tiny ViT, registered with open_clip and saved to a file."""
+    import open_clip
+    import torch
+
+    from clipcli.models import ModelSpec
+
+    folder = tmp_path_factory.mktemp("vit")
+    (folder / f"{VIT_MODEL}.json").write_text(json.dumps(VIT_CONFIG))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    path = folder / "vit.pt"
+    torch.save(open_clip.create_model(VIT_MODEL).state_dict(), path)
+    return ModelSpec(VIT_MODEL, str(path))
+
+
+def own_fingerprint(checkpoint: Path, tmp_path: Path, name: str = TEST_MODEL):
+    """A model under a checkpoint path no other test uses, so it gets an export of its own."""
+    import shutil
+
+    from clipcli.models import ModelSpec
+
+    copy = tmp_path / f"own-{Path(checkpoint).name}"
+    shutil.copy(checkpoint, copy)
+    return ModelSpec(name, str(copy))
+
+
+def without_torch(code: str, *, signature: str | None = None):
+    """Run `code` in a fresh interpreter, assert it never imported torch, return its `result`.
+
+    `code` starts from `from pathlib import Path` and leaves something JSON-able in `result`.
+    With `signature`, the child process takes its CPU to be one of that signature.
+    """
+    import subprocess
+    import sys
+
+    prelude = "import json, sys\nfrom pathlib import Path\n"
+    if signature is not None:
+        prelude += f"import clipcli.cpu\nclipcli.cpu.signature = lambda: {signature!r}\n"
+    script = (
+        prelude
+        + code
+        + "\nprint(json.dumps({'torch': 'torch' in sys.modules, 'result': result}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["torch"] is False
+    return answer["result"]
+
+
+def edit_cpu_record(spec, **figures: dict) -> None:
+    """Overwrite some of this CPU's measured figures in the model's export.json, e.g.
+    `edit_cpu_record(spec, torch={"rate": 0.0})` makes torch the slowest backend here."""
+    from clipcli import cpu
+    from clipcli.export_cache import ExportFolder
+
+    folder = ExportFolder.for_spec(spec)
+    cpus = folder.read_meta()["cpus"]
+    record = cpus[cpu.signature()]
+    for kind, values in figures.items():
+        record[kind] = {**record.get(kind, {}), **values}
+    folder.update_meta(cpus=cpus)

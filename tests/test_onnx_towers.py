@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from typing import Any
-
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_MODEL, make_image
+from conftest import TEST_MODEL, edit_cpu_record, make_image, own_fingerprint, without_torch
 
 from clipcli import onnx_towers
 from clipcli.encoder import load_encoder
@@ -19,26 +14,10 @@ from clipcli.models import ModelSpec
 from clipcli.onnx_sessions import optimised_path
 from clipcli.tokenizer import PROBES, FastTokenizer
 
-# A tiny ViT, like the photo models (the bundled shapes model is a ResNet, tested below too).
-VIT_CONFIG = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-VIT_MODEL = "clipcli-test-vit"
 
-
-@pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("vit")
-    (folder / f"{VIT_MODEL}.json").write_text(json.dumps(VIT_CONFIG))
-    open_clip.add_model_config(folder)
-    torch.manual_seed(0)
-    path = folder / "vit.pt"
-    torch.save(open_clip.create_model(VIT_MODEL).state_dict(), path)
-    return ModelSpec(VIT_MODEL, str(path))
+@pytest.fixture
+def spec(vit_spec):
+    return vit_spec
 
 
 @pytest.fixture
@@ -52,50 +31,8 @@ def batch():
     return torch.rand(6, 3, 64, 64) * 2 - 1
 
 
-def without_torch(code: str) -> Any:
-    """Run `code` in a fresh interpreter, assert it never imported torch, return its `result`.
-
-    `code` starts from `from pathlib import Path` and leaves something JSON-able in `result`.
-    """
-    script = (
-        "import json, sys\nfrom pathlib import Path\n"
-        + code
-        + "\nprint(json.dumps({'torch': 'torch' in sys.modules, 'result': result}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    answer = json.loads(out.stdout)
-    assert answer["torch"] is False
-    return answer["result"]
-
-
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
-
-
-def test_auto_takes_the_fastest_backend_that_agrees_with_torch(spec, batch):
-    encoder = load_encoder(spec, "cpu", "auto")
-    assert not encoder.model.training  # exporting must leave the torch model in eval mode
-    meta = onnx_towers.ExportFolder.for_spec(spec).read_meta()
-    assert {"image_torch_rate", "image_fp32_rate", "image_int8_rate"} <= meta.keys()
-    assert meta["image_fp32_cosine"] >= 0.999
-    chosen = onnx_towers.fastest_faithful(meta)
-    assert encoder.backend == (f"onnx-{chosen}" if chosen else "torch-fp32")
-    assert cosines(encoder.encode_images(batch), encoder.encode_images_torch(batch)).min() > 0.999
-
-
-def test_speed_ranks_the_backends_and_agreement_gates_them():
-    meta = {
-        "image_torch_rate": 10.0,
-        "image_fp32_rate": 11.0,
-        "image_fp32_cosine": 1.0,
-        "image_int8_rate": 25.0,
-        "image_int8_cosine": 0.9995,
-    }
-    assert onnx_towers.fastest_faithful(meta) == "int8"
-    assert onnx_towers.fastest_faithful({**meta, "image_int8_cosine": 0.998}) == "fp32"
-    assert onnx_towers.fastest_faithful({**meta, "image_int8_rate": 10.5}) == "fp32"
-    assert onnx_towers.fastest_faithful({**meta, "image_torch_rate": 30.0}) is None
-    assert onnx_towers.fastest_faithful({}) is None  # nothing exported: torch
 
 
 def test_fp32_is_the_open_clip_reference(spec, batch):
@@ -104,22 +41,6 @@ def test_fp32_is_the_open_clip_reference(spec, batch):
     with torch.no_grad():
         expected = encoder.model.encode_image(batch, normalize=True).numpy()
     np.testing.assert_array_equal(encoder.encode_images(batch), expected)
-
-
-def test_int8_is_opt_in_and_reports_its_agreement(spec, batch):
-    encoder = load_encoder(spec, "cpu", "int8")
-    assert encoder.backend == "onnx-int8"
-    meta = onnx_towers.ExportFolder.for_spec(spec).read_meta()
-    measured = cosines(encoder.encode_images(batch), encoder.encode_images_torch(batch)).min()
-    assert 0.9 < meta["image_int8_cosine"] <= 1.0 + 1e-6
-    assert measured > 0.9  # a random tiny model; bench/RESULTS.md reports ViT-B-32's figure
-
-
-def test_an_int8_embedding_does_not_depend_on_the_images_batched_with_it(spec, batch):
-    encoder = load_encoder(spec, "cpu", "int8")
-    alone = np.concatenate([encoder.encode_images(batch[i : i + 1]) for i in range(len(batch))])
-    np.testing.assert_array_equal(encoder.encode_images(batch), alone)
-    np.testing.assert_array_equal(encoder.encode_images(batch[2:4]), alone[2:4])
 
 
 def test_exports_are_made_once_per_model(spec):
@@ -218,25 +139,6 @@ def test_classify_results_agree_across_backends(cli, vit_args, tmp_path):
             assert pa["similarity"] == pytest.approx(pb["similarity"], abs=1e-4)
 
 
-def own_fingerprint(random_checkpoint, tmp_path) -> ModelSpec:
-    """The shapes architecture under a checkpoint path no other test uses, so a fresh export."""
-    import shutil
-
-    checkpoint = tmp_path / "own-fingerprint.pt"
-    shutil.copy(random_checkpoint, checkpoint)
-    return ModelSpec(TEST_MODEL, str(checkpoint))
-
-
-def test_an_export_that_disagrees_keeps_torch_and_refuses_an_explicit_request(
-    random_checkpoint, tmp_path, monkeypatch
-):
-    spec = own_fingerprint(random_checkpoint, tmp_path)
-    monkeypatch.setattr(onnx_towers, "_lowest_cosine", lambda a, b: 0.97)
-    assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
-    with pytest.raises(UsageError, match=r"does not agree with torch \(lowest cosine 0.9700\)"):
-        load_encoder(spec, "cpu", "onnx")
-
-
 def test_a_model_the_exporter_cannot_handle_keeps_torch_and_is_not_retried(
     random_checkpoint, tmp_path, monkeypatch, capfd
 ):
@@ -260,11 +162,19 @@ def test_the_bundled_resnet_exports_exactly_too(batch):
     from clipcli.models import BUNDLED_WEIGHTS
 
     spec = ModelSpec(TEST_MODEL, str(BUNDLED_WEIGHTS[TEST_MODEL]))
+    reference = load_encoder(spec, "cpu", "fp32").encode_images(batch)
     assert load_encoder(spec, "cpu", "onnx").backend == "onnx-fp32"
     for precision in ("onnx", "auto"):  # auto: whichever backend is fastest here, faithfully
-        encoder = load_encoder(spec, "cpu", precision)
-        got = encoder.encode_images(batch)
-        assert cosines(got, encoder.encode_images_torch(batch)).min() > 0.999
+        got = load_encoder(spec, "cpu", precision).encode_images(batch)
+        assert cosines(got, reference).min() > 0.999
+
+
+def test_an_exported_image_tower_replaces_the_torch_copy_of_its_weights(spec):
+    encoder = load_encoder(spec, "cpu", "onnx")
+    assert encoder.backend == "onnx-fp32"
+    assert encoder.model.visual is None  # one copy of the image tower in memory, not two
+    assert encoder.input_size == 64
+    assert encoder.encode_texts(["a horse"]).shape == (1, 64)  # the text side is all there
 
 
 def test_reindexing_an_exported_model_needs_no_torch_and_gives_the_same_vectors(
@@ -273,7 +183,7 @@ def test_reindexing_an_exported_model_needs_no_torch_and_gives_the_same_vectors(
     index = tmp_path / "index"
     assert cli("index", photo_folder, "--index", index, *vit_args).exit_code == 0
     # Whichever backend auto takes, as long as it is an exported one: say torch timed slowest.
-    onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)
+    edit_cpu_record(spec, torch={"rate": 0.0})
     new = make_image(photo_folder / "later" / "orange.png", "orange", (120, 90))
     added = without_torch(
         "from clipcli.indexer import update_index\n"
@@ -296,7 +206,7 @@ def test_with_a_gpu_possibly_present_the_model_is_loaded_to_let_torch_choose(spe
     from clipcli import encoder as encoder_module
 
     onnx_towers.prepare_fast_search(load_encoder(spec, "cpu", "auto"))  # both towers exported
-    onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)
+    edit_cpu_record(spec, torch={"rate": 0.0})
     assert isinstance(
         encoder_module.load_image_encoder(spec, "cpu"), onnx_towers.ExportedImageEncoder
     )
@@ -325,7 +235,7 @@ def test_a_pruned_export_is_made_again_instead_of_failing(
     assert len(hits) == 5
     make_image(photo_folder / "new.png", "purple")
     assert cli("index", photo_folder, "--index", index, *args).exit_code == 0
-    assert "image_torch_rate" in folder.read_meta()
+    assert folder.read_meta()["image_exported"]
     assert folder.graphs_present(folder.read_meta())
 
 
@@ -335,7 +245,7 @@ def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
     images = [make_image(tmp_path / f"{c}.png", c, (90, 70)) for c in ("red", "navy")]
     labels = "red,blue,yellow"
     load_encoder(spec, "cpu", "auto")  # exported
-    onnx_towers.ExportFolder.for_spec(spec).update_meta(image_torch_rate=0.0)  # an ONNX tower
+    edit_cpu_record(spec, torch={"rate": 0.0})  # an ONNX tower
     result, expected = cli.json("classify", *images, "--labels", labels, *vit_args)
     assert result.exit_code == 0, result.stderr  # the labels are cached now
     predictions_by_image = without_torch(

@@ -15,7 +15,8 @@ SIZES = [(64, 64), (301, 173), (97, 640), (40, 30), (65, 64), (3, 500), (1200, 8
 
 @pytest.fixture(scope="module")
 def shapes_encoder():
-    return load_encoder(ModelSpec("clipcli-shapes", str(BUNDLED_WEIGHTS["clipcli-shapes"])), "cpu")
+    spec = ModelSpec("clipcli-shapes", str(BUNDLED_WEIGHTS["clipcli-shapes"]))
+    return load_encoder(spec, "cpu", "fp32")  # open_clip's own preprocessing and image tower
 
 
 def test_pixels_equal_open_clips_preprocess_at_awkward_sizes(shapes_encoder):

@@ -104,7 +104,7 @@ def test_a_mixed_query_loads_the_model_at_most_once(cli, indexed, photo_folder, 
     loads = []
     real = encoder._select_backend  # every model load ends here, whoever asked for it
     monkeypatch.setattr(onnx_towers, "fast_text_encoder", lambda spec: None)  # text needs it
-    monkeypatch.setattr(onnx_towers, "exported_image_encoder", lambda spec: None)  # image too
+    monkeypatch.setattr(onnx_towers, "exported_image_encoder", lambda *a: None)  # image too
     monkeypatch.setattr(encoder, "_select_backend", lambda *a: loads.append(a) or real(*a))
     target = photo_folder / "red.png"
     result = cli("search", "a new kind of query", "--image", target, "--index", indexed)

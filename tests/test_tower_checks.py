@@ -1,0 +1,185 @@
+"""Each exported backend is checked and timed on the CPU it runs on, and int8 keeps its contract
+on every CPU: refused below its floor, batch-independent when it runs, chosen by auto only at
+0.999. Tests read the machine's own answer from export.json, and force the other outcome."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import edit_cpu_record, own_fingerprint, without_torch
+
+from clipcli import backend_choice, cpu, onnx_towers, tower_checks
+from clipcli.encoder import load_encoder
+from clipcli.errors import UsageError
+from clipcli.export_cache import ExportFolder
+from clipcli.quantise import VARIANTS
+
+VARIANT_NAMES = [variant.name for variant in VARIANTS]
+
+
+@pytest.fixture(scope="module")
+def batch():
+    torch.manual_seed(3)
+    return torch.rand(6, 3, 64, 64) * 2 - 1
+
+
+@pytest.fixture
+def own_vit(vit_spec, tmp_path):
+    """The tiny ViT under a fingerprint of its own: its export is this test's to change."""
+    return own_fingerprint(vit_spec.pretrained, tmp_path, vit_spec.name)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1)
+
+
+def this_cpu(spec) -> dict:
+    return ExportFolder.for_spec(spec).read_meta()["cpus"][cpu.signature()]
+
+
+def distorting(monkeypatch, amounts: dict[str, float]) -> None:
+    """Make the named int8 variants less faithful, as a CPU whose kernels saturate would:
+    each embedding is pulled towards a fixed direction by `amount`."""
+    real = tower_checks.per_image_runner
+    pull = np.random.default_rng(7).standard_normal(4096).astype(np.float32)
+
+    def runner(path, *args, **kwargs):
+        run = real(path, *args, **kwargs)
+        amount = next((a for name, a in amounts.items() if path.stem.endswith(f"-{name}")), 0.0)
+        if not amount:
+            return run
+        return lambda batch: tower_checks.normalise(
+            (out := run(batch)) + amount * pull[: out.shape[1]]
+        )
+
+    monkeypatch.setattr(tower_checks, "per_image_runner", runner)
+
+
+def test_every_backend_is_measured_here_and_recorded_under_this_cpu(own_vit, batch):
+    encoder = load_encoder(own_vit, "cpu", "auto")
+    record = this_cpu(own_vit)
+    assert set(record) == {"torch", "fp32", "int8"}
+    assert record["torch"]["rate"] > 0 and record["torch"]["estimated"] is False
+    for kind in ("fp32", "int8"):
+        assert {"cosine", "rate", "start_s"} <= record[kind].keys()
+    assert record["int8"]["variant"] in VARIANT_NAMES
+    assert record["int8"]["variant"] in record["int8"]["tried"]
+    chosen = backend_choice.fastest(record)
+    assert encoder.backend == ("torch-fp32" if chosen == "torch" else f"onnx-{chosen}")
+    reference = load_encoder(own_vit, "cpu", "fp32")
+    assert cosines(encoder.encode_images(batch), reference.encode_images(batch)).min() > 0.999
+
+
+def test_int8_is_accepted_or_refused_on_this_cpu_as_its_record_says(vit_spec, batch):
+    load_encoder(vit_spec, "cpu", "auto")
+    cosine = this_cpu(vit_spec)["int8"].get("cosine", 0.0)
+    if cosine >= backend_choice.MIN_COSINE["int8"]:
+        encoder = load_encoder(vit_spec, "cpu", "int8")
+        assert encoder.backend == "onnx-int8"
+        reference = load_encoder(vit_spec, "cpu", "fp32")
+        assert cosines(encoder.encode_images(batch), reference.encode_images(batch)).min() > 0.9
+    else:
+        with pytest.raises(UsageError, match=f"lowest cosine {cosine:.4f}"):
+            load_encoder(vit_spec, "cpu", "int8")
+
+
+def test_a_backend_below_its_floor_is_refused_and_auto_keeps_torch(own_vit, monkeypatch):
+    monkeypatch.setattr(tower_checks, "lowest_cosine", lambda a, b: 0.97)
+    assert load_encoder(own_vit, "cpu", "auto").backend == "torch-fp32"
+    for precision in ("onnx", "int8"):
+        with pytest.raises(UsageError, match=r"does not agree with torch \(lowest cosine 0.9700\)"):
+            load_encoder(own_vit, "cpu", precision)
+
+
+def test_an_accepted_int8_embeds_each_image_alone(own_vit, batch, monkeypatch):
+    monkeypatch.setattr(tower_checks, "lowest_cosine", lambda a, b: 1.0)  # int8 accepted here
+    encoder = load_encoder(own_vit, "cpu", "int8")
+    assert encoder.backend == "onnx-int8"
+    alone = np.concatenate([encoder.encode_images(batch[i : i + 1]) for i in range(len(batch))])
+    np.testing.assert_array_equal(encoder.encode_images(batch), alone)
+    np.testing.assert_array_equal(encoder.encode_images(batch[2:4]), alone[2:4])
+
+
+@pytest.mark.parametrize("cosine, chosen", [(0.9989, "onnx-fp32"), (0.9991, "onnx-int8")])
+def test_auto_takes_int8_only_from_0999(own_vit, cosine, chosen):
+    load_encoder(own_vit, "cpu", "auto")
+    edit_cpu_record(
+        own_vit,
+        torch={"rate": 0.001},
+        fp32={"cosine": 1.0, "rate": 1.0},
+        int8={"cosine": cosine, "rate": 1000.0},
+    )
+    assert load_encoder(own_vit, "cpu", "auto").backend == chosen
+
+
+def test_the_first_int8_variant_that_agrees_on_this_cpu_is_kept(own_vit, monkeypatch):
+    distorting(monkeypatch, {"s8": 1.0})  # as on AVX2, where s8's pair sums saturate
+    load_encoder(own_vit, "cpu", "auto")
+    int8 = this_cpu(own_vit)["int8"]
+    assert int8["variant"] == "u8"
+    assert list(int8["tried"]) == ["s8", "u8"]  # s7c was not needed
+    assert int8["tried"]["s8"]["cosine"] < backend_choice.AUTO_MIN_COSINE <= int8["cosine"]
+    folder = ExportFolder.for_spec(own_vit)
+    assert folder.graph_saved(folder.tower("image-int8-u8"))
+    assert not folder.graph_saved(folder.tower("image-int8-s8"))  # not kept: tens of MB
+
+
+def test_with_no_variant_agreeing_the_closest_is_kept_for_explicit_use_only(own_vit, monkeypatch):
+    distorting(monkeypatch, {"s8": 1.0, "u8": 0.1, "s7c": 0.05})
+    encoder = load_encoder(own_vit, "cpu", "auto")
+    int8 = this_cpu(own_vit)["int8"]
+    assert list(int8["tried"]) == VARIANT_NAMES
+    assert int8["variant"] == max(int8["tried"], key=lambda name: int8["tried"][name]["cosine"])
+    assert int8["cosine"] < backend_choice.AUTO_MIN_COSINE
+    assert encoder.backend != "onnx-int8"
+    if int8["cosine"] >= backend_choice.MIN_COSINE["int8"]:
+        assert load_encoder(own_vit, "cpu", "int8").backend == "onnx-int8"
+
+
+def test_an_export_from_another_cpu_is_checked_here_without_torch(own_vit):
+    load_encoder(own_vit, "cpu", "auto")  # exported and checked on this CPU
+    found = without_torch(
+        "from clipcli.models import ModelSpec\n"
+        "from clipcli.onnx_towers import exported_image_encoder, cpu_record\n"
+        "from clipcli.export_cache import ExportFolder\n"
+        f"spec = ModelSpec({own_vit.name!r}, {own_vit.pretrained!r})\n"
+        "encoder = exported_image_encoder(spec, images=1)\n"
+        "result = {'backend': encoder and encoder.backend,\n"
+        "          'record': cpu_record(ExportFolder.for_spec(spec).read_meta())}",
+        signature="test-cpu-elsewhere",
+    )
+    record = found["record"]
+    assert record["torch"]["estimated"] is True and record["torch"]["rate"] > 0
+    assert record["fp32"]["cosine"] > 0.999
+    assert found["backend"] == f"onnx-{backend_choice.fastest(record, 1)}"
+    cpus = ExportFolder.for_spec(own_vit).read_meta()["cpus"]
+    assert set(cpus) == {cpu.signature(), "test-cpu-elsewhere"}
+
+
+def test_a_variant_unfaithful_on_the_new_cpu_is_replaced_there(own_vit, monkeypatch):
+    monkeypatch.setattr(cpu, "signature", lambda: "test-cpu-with-vnni")
+    with monkeypatch.context() as there:
+        there.setattr(tower_checks, "lowest_cosine", lambda a, b: 1.0)
+        load_encoder(own_vit, "cpu", "auto")
+    assert this_cpu(own_vit)["int8"]["variant"] == "s8"
+
+    monkeypatch.setattr(cpu, "signature", lambda: "test-cpu-avx2-only")
+    distorting(monkeypatch, {"s8": 1.0})
+    assert onnx_towers.exported_image_encoder(own_vit) is not None  # checked here, no torch
+    assert this_cpu(own_vit)["int8"]["variant"] == "u8"
+    folder = ExportFolder.for_spec(own_vit)
+    for variant in ("s8", "u8"):  # each CPU's record still names a graph on disk
+        assert folder.graph_saved(folder.tower(f"image-int8-{variant}"))
+
+
+def test_a_few_images_skip_torch_even_where_it_is_faster_per_image(own_vit):
+    load_encoder(own_vit, "cpu", "auto")
+    edit_cpu_record(
+        own_vit,
+        torch={"rate": 1000.0, "start_s": 5.0},
+        fp32={"cosine": 1.0, "rate": 100.0, "start_s": 0.1},
+        int8={"cosine": 0.9, "rate": 100.0},
+    )
+    assert onnx_towers.exported_image_encoder(own_vit, images=4).backend == "onnx-fp32"
+    assert onnx_towers.exported_image_encoder(own_vit, images=100_000) is None  # torch then
