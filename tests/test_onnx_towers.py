@@ -93,6 +93,20 @@ def test_the_torch_free_text_encoder_agrees_with_open_clip(spec):
     assert fast is not None
     queries = ["a horse", "A photo of a RED square!", "l'été à Paris", "x" * 300]
     assert cosines(fast(queries), encoder.encode_texts(queries)).min() >= 0.999
+    for query in queries:  # each alone: run on its own tokens only, not the whole context
+        single = fast([query])[0]
+        assert float(single @ encoder.encode_texts([query])[0]) >= 0.99999
+
+
+def test_the_text_tower_runs_on_the_query_tokens_only(spec):
+    onnx_towers.prepare_fast_search(load_encoder(spec, "cpu", "fp32"))
+    assert onnx_towers.ExportFolder.for_spec(spec).read_meta()["text_trimmed"] is True
+    eot = 49407
+    tokens = np.zeros((2, 32), dtype=np.int64)
+    tokens[0, :3] = [49406, 320, eot]
+    tokens[1, :5] = [49406, 320, 1929, 530, eot]
+    assert onnx_towers._trim(tokens, eot, True).shape == (2, 5)
+    assert onnx_towers._trim(tokens, eot, False).shape == (2, 32)
 
 
 def test_search_answers_without_importing_torch_and_like_torch(
