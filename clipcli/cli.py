@@ -140,7 +140,7 @@ def classify(
 ) -> None:
     """Rank labels for each image by CLIP zero-shot similarity."""
     from clipcli import output
-    from clipcli.classifier import classify_paths
+    from clipcli.classifier import classify_paths, failed
     from clipcli.prompts import load_templates, parse_labels
 
     label_list = parse_labels(labels, labels_file)
@@ -162,10 +162,12 @@ def classify(
         print(output.to_json(output.classifications_json(results)))
     else:
         output.render_classifications(stdout, results)
-    errors = [r for r in results if r.error is not None]
-    for result in errors:
-        print_error(f"{result.path}: {result.error}")
-    if errors:
+    for result in results:
+        if result.error is not None:
+            print_error(f"{result.path}: {result.error}")
+        elif result.warning is not None:
+            print_warning(f"{result.path}: {result.warning}")
+    if failed(results):  # an unreadable image, or a folder that gave nothing to classify
         raise typer.Exit(EXIT_FAILURE)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from conftest import make_image
 
 
@@ -225,3 +226,36 @@ def test_batch_size_1_keeps_every_good_answer_around_a_bad_file(cli, model_args,
     assert [entry["path"] for entry in data] == [str(first), str(bad), str(last)]
     assert len(data[0]["predictions"]) == 2 and len(data[2]["predictions"]) == 2
     assert data[1] == {"path": str(bad), "error": "not an image (unrecognised format)"}
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt", "raw.cr2"]], ids=["empty", "no-images"])
+def test_a_folder_without_images_is_warned_about_and_exits_1_without_loading_a_model(
+    cli, tmp_path, monkeypatch, contents
+):
+    from clipcli import classifier
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded with nothing to classify")
+
+    monkeypatch.setattr(classifier, "load_image_encoder", no_model)
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("not a picture")
+    result, data = cli.json("classify", folder, "--labels", "a,b")
+    assert result.exit_code == 1
+    assert data == []
+    assert result.stderr.strip() == f"warning: {folder}: no images found"
+
+
+def test_a_folder_without_images_beside_real_ones_still_exits_1(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png", "red")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result, data = cli.json("classify", empty, image, "--labels", "red,blue", *model_args)
+    assert result.exit_code == 1
+    assert [entry["path"] for entry in data] == [str(image)]
+    assert len(data[0]["predictions"]) == 2
+    assert result.stderr.strip() == f"warning: {empty}: no images found"
+    table = cli("classify", empty, image, "--labels", "red,blue", *model_args)
+    assert table.exit_code == 1 and "a.png" in table.stdout and str(empty) not in table.stdout
