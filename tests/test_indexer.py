@@ -456,6 +456,31 @@ def test_root_that_is_not_a_folder_is_a_usage_error(
     assert not (index / CATALOG_FILE).exists()
 
 
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("index_path", "reason"),
+    [
+        pytest.param("notes.txt", "is a file, not an index folder", id="a-file"),
+        pytest.param("notes.txt/index", "a parent of it is a file", id="under-a-file"),
+    ],
+)
+def test_an_index_path_that_cannot_be_a_folder_is_a_usage_error_that_creates_nothing(
+    cli, model_args: list[str], photo_folder: Path, tmp_path: Path, index_path: str, reason: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("not an index\n")
+    before = files_under(tmp_path)
+
+    result = cli("index", photo_folder, "--index", tmp_path / index_path, *model_args)
+
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {tmp_path / index_path}: {reason}")
+    assert files_under(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "photos"]
+
+
 # --- files that do not decode ---------------------------------------------------------------------
 
 
