@@ -249,9 +249,14 @@ class Catalog:
 
     @_reported
     def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
-        marks = ",".join("?" * len(ids))
-        rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", list(ids))
-        return dict(rows.fetchall())
+        found: dict[int, str] = {}
+        # SQLite takes at most 999 parameters per statement in older builds, 32,766 in newer.
+        for start in range(0, len(ids), 999):
+            chunk = list(ids[start : start + 999])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
+            found.update(rows.fetchall())
+        return found
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -347,6 +347,14 @@ def test_paths_for_maps_ids_back_to_paths(catalog: Catalog) -> None:
     assert catalog.paths_for(wanted) == {id_: ids[id_] for id_ in wanted}
 
 
+def test_paths_for_takes_more_ids_than_sqlite_takes_parameters(catalog: Catalog) -> None:
+    catalog.add([new_image(f"/photos/{n}.png", f"h{n}", seed=n) for n in range(3)])
+    ids = {entry.id: path for path, entry in catalog.entries().items()}
+
+    # A search for a top-k of a whole large index asks for every id at once.
+    assert catalog.paths_for(list(range(1, 300_001))) == ids
+
+
 def test_empty_catalog_has_no_vectors(catalog: Catalog) -> None:
     ids, vectors = catalog.vectors()
     assert ids.shape == (0,)

@@ -110,3 +110,9 @@ def test_a_mixed_query_loads_the_model_at_most_once(cli, indexed, photo_folder, 
     result = cli("search", "a new kind of query", "--image", target, "--index", indexed)
     assert result.exit_code == 0, result.stderr
     assert len(loads) == 1
+
+
+def test_a_top_k_far_beyond_the_index_returns_every_photo(cli, indexed):
+    result, hits = cli.json("search", "anything", "--index", indexed, "--top-k", str(10**12))
+    assert result.exit_code == 0, result.stderr
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
