@@ -232,11 +232,17 @@ def search(
     from clipcli.searcher import search_index
     from clipcli.settings import index_dir as resolve_index
 
-    hits = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
+    found = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
     if json_output:
-        print(output.to_json(output.search_json(hits)))
+        print(output.to_json(output.search_json(found.hits)))
     else:
-        output.render_search(stdout, hits)
+        output.render_search(stdout, found.hits)
+    if found.missing == 1:
+        print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
+    elif found.missing:
+        print_warning(
+            f"{found.missing} indexed photos no longer exist; run `clipcli index` to drop them"
+        )
 
 
 def main() -> None:
