@@ -8,18 +8,53 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from clipcli import __version__
 from clipcli.errors import EXIT_FAILURE, ClipcliError
 
+# Click's exception family, whichever Click raises them: Typer 0.28 carries a copy of its own.
+ClickError: Any = next(
+    base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"
+)
+
+
+class OneLineErrors(TyperGroup):
+    """Click's own usage errors (a missing argument, a value out of range, an unknown option)
+    as one `error: ...` line on stderr, like every other clipcli error, not a usage box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except ClickError as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has shown the help
+                print_error(*click_error(exc))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        # Without standalone mode Typer returns the code a command exited with, else its result.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="clipcli",
+    cls=OneLineErrors,
     help="Zero-shot image classification and photo search with CLIP.",
     no_args_is_help=True,
     add_completion=False,
@@ -93,6 +128,14 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 def print_error(message: str, hint: str | None = None) -> None:
     line = f"error: {message}" + (f"; {hint}" if hint else "")
     stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def click_error(exc: Any) -> tuple[str, str | None]:
+    """Click's message as clipcli words its own: one line, lower case, the help as a hint."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    context = getattr(exc, "ctx", None)
+    return message, f"see `{context.command_path} --help`" if context is not None else None
 
 
 def print_warning(message: str) -> None:
