@@ -6,16 +6,17 @@ paths bumps `generation`, so derived files (the FAISS index) can tell whether th
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from clipcli.errors import ClipcliError
+from clipcli.errors import CatalogUnreadableError, ClipcliError
 
 if TYPE_CHECKING:
     from clipcli.encoder import Embeddings
@@ -58,6 +59,18 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# SQLite errors that mean a bug in the statement clipcli sent, not a problem with the file.
+_OUR_MISTAKES = (
+    sqlite3.IntegrityError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    sqlite3.NotSupportedError,
+)
+DAMAGED_HINT = "move it away, then run `clipcli index` on your photo folders to rebuild it"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 @dataclass(frozen=True)
 class CatalogEntry:
@@ -89,6 +102,31 @@ def from_blob(blob: bytes) -> Embeddings:
     return np.frombuffer(blob, dtype="<f4").astype(np.float32)
 
 
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> ClipcliError:
+    """One line for the user that names the catalog file and what is wrong with it."""
+    if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full, I/O error...
+        return CatalogUnreadableError(f"{path}: cannot use the catalog ({exc})")
+    return CatalogUnreadableError(
+        f"{path}: not a readable clipcli catalog (damaged: {exc})", hint=DAMAGED_HINT
+    )
+
+
+def _reported(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concatenate[Catalog, P], R]:
+    """SQLite's errors about the file (damage, locks, a full disk) as a CatalogUnreadableError;
+    a mistake in clipcli's own statements keeps its traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: Catalog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except _OUR_MISTAKES:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from exc
+
+    return wrapper
+
+
 class Catalog:
     """One index folder's catalog. Use as a context manager; writes are one transaction each."""
 
@@ -96,16 +134,13 @@ class Catalog:
         self.path = folder / CATALOG_FILE
         if create:
             folder.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            self._migrate()
-            # WAL lets searches read while an index run writes; the timeout rides out brief locks.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise ClipcliError(f"{self.path}: not a readable clipcli catalog ({exc})") from exc
-        except ClipcliError:
+            raise _unusable(self.path, exc) from exc
+        try:
+            self._prepare()
+        except BaseException:
             self._db.close()
             raise
 
@@ -117,6 +152,13 @@ class Catalog:
 
     def close(self) -> None:
         self._db.close()
+
+    @_reported
+    def _prepare(self) -> None:
+        self._migrate()
+        # WAL lets searches read while an index run writes; the timeout rides out brief locks.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -132,6 +174,7 @@ class Catalog:
 
     # -- metadata -------------------------------------------------------------------------------
 
+    @_reported
     def get_meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
@@ -150,11 +193,13 @@ class Catalog:
     def _bump(self) -> None:
         self._set_meta("generation", str(self.generation + 1))
 
+    @_reported
     def model(self) -> tuple[str, str | None] | None:
         """(model, pretrained) the vectors were made with, or None for a fresh catalog."""
         name = self.get_meta("model")
         return None if name is None else (name, self.get_meta("pretrained") or None)
 
+    @_reported
     def set_model(self, name: str, pretrained: str | None) -> None:
         with self._transaction():
             self._set_meta("model", name)
@@ -162,24 +207,29 @@ class Catalog:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    @_reported
     def entries(self) -> dict[str, CatalogEntry]:
         rows = self._db.execute("SELECT id, path, size, mtime_ns, sha256 FROM images")
         return {row[1]: CatalogEntry(*row) for row in rows}
 
+    @_reported
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
+    @_reported
     def unreadable(self) -> dict[str, tuple[int, int, str]]:
         """Files known not to decode: path -> (size, mtime_ns, reason)."""
         rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM unreadable")
         return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
+    @_reported
     def embedding_for_hash(self, sha256: str) -> Embeddings | None:
         row = self._db.execute(
             "SELECT embedding FROM images WHERE sha256 = ? LIMIT 1", (sha256,)
         ).fetchone()
         return from_blob(row[0]) if row else None
 
+    @_reported
     def vectors(self, changed_after: int | None = None) -> tuple[np.ndarray, Embeddings]:
         """(ids, embeddings) in id order: all of them, or those written after a generation."""
         query, args = "SELECT id, embedding FROM images ORDER BY id", ()
@@ -192,20 +242,28 @@ class Catalog:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return ids, np.stack([from_blob(r[1]) for r in rows])
 
+    @_reported
     def ids(self) -> np.ndarray:
         rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    @_reported
     def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
-        marks = ",".join("?" * len(ids))
-        rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", list(ids))
-        return dict(rows.fetchall())
+        found: dict[int, str] = {}
+        # SQLite takes at most 999 parameters per statement in older builds, 32,766 in newer.
+        for start in range(0, len(ids), 999):
+            chunk = list(ids[start : start + 999])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
+            found.update(rows.fetchall())
+        return found
 
     # -- writes ---------------------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
+    @_reported
     def add(self, images: Iterable[NewImage]) -> None:
         """Insert or replace by path, in one transaction: a killed run loses at most this batch."""
         now = time.time()
@@ -224,6 +282,7 @@ class Catalog:
             )
             self._set_meta("generation", str(generation))
 
+    @_reported
     def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
         """Give entries new paths and stats (id, path, size, mtime_ns), keeping their vectors."""
         if not moves:
@@ -235,6 +294,7 @@ class Catalog:
             )
             self._bump()
 
+    @_reported
     def touch(self, stats: Sequence[tuple[int, int, int]]) -> None:
         """Record new (id, size, mtime_ns) for files whose content did not change."""
         if not stats:
@@ -245,17 +305,20 @@ class Catalog:
                 [(size, mtime, id_) for id_, size, mtime in stats],
             )
 
+    @_reported
     def set_unreadable(self, failures: Sequence[tuple[str, int, int, str]]) -> None:
         """Remember (path, size, mtime_ns, reason) of files that did not decode."""
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?, ?)", failures)
 
+    @_reported
     def forget_unreadable(self, keep: set[str]) -> None:
         """Drop the records of unreadable files except those still present and still bad."""
         stale = [(p,) for p in self.unreadable() if p not in keep]
         with self._transaction():
             self._db.executemany("DELETE FROM unreadable WHERE path = ?", stale)
 
+    @_reported
     def remove(self, ids: Sequence[int]) -> None:
         if not ids:
             return
@@ -263,6 +326,7 @@ class Catalog:
             self._db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
             self._bump()
 
+    @_reported
     def clear(self) -> None:
         """Forget every image and the model (for --reset)."""
         with self._transaction():
@@ -282,4 +346,7 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:  # SQLite itself ends it on some errors (a full disk)
+            self._db.execute("ROLLBACK")

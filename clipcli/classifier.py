@@ -22,14 +22,18 @@ from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
 from clipcli.scorer import Prediction, rank_labels
 from clipcli.settings import model_choice, precision_choice
 
+NO_IMAGES = "no images found"
+
 
 @dataclass(frozen=True)
 class Classification:
-    """The predictions for one input path, or why there are none."""
+    """The predictions for one input path, or why there are none: an `error` for an image
+    that cannot be read, a `warning` for a folder that holds no images."""
 
     path: str
     predictions: list[Prediction] | None = None
     error: str | None = None
+    warning: str | None = None
 
 
 def classify_paths(
@@ -45,8 +49,12 @@ def classify_paths(
     top_k: int | None = None,
     progress: ProgressReporter | None = None,
 ) -> list[Classification]:
-    """Classify files and folders (expanded, sorted); results come back in input order."""
-    files = expand_paths(paths)
+    """Classify files and folders (expanded, sorted); results come back in input order,
+    followed by a warning entry for each folder that holds no images."""
+    files, empty = _expand(paths)
+    notes = [Classification(str(folder), warning=NO_IMAGES) for folder in empty]
+    if not files:
+        return notes  # nothing to classify, so no model to load
     progress = progress or NoProgress()
     spec = resolve_exported_spec(*model_choice(model, pretrained))
     chosen = precision_choice(precision)
@@ -73,7 +81,18 @@ def classify_paths(
             results[path] = Classification(str(path), predictions)
         for failure in batch.failures:
             results[failure.path] = Classification(str(failure.path), error=failure.reason)
-    return [results[path] for path in files]
+    return [results[path] for path in files] + notes
+
+
+def _expand(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """The image paths to classify, and the folders among `paths` that hold no images.
+
+    Each path is expanded on its own, so that a folder whose images were already listed
+    through another path (`photos photos/nested`) is not taken for an empty one.
+    """
+    groups = [expand_paths([path]) for path in paths]
+    files = expand_paths([file for group in groups for file in group])  # each file once
+    return files, [path for path, group in zip(paths, groups, strict=True) if not group]
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,8 @@ class _TextOnDemand:
 
 
 def failed(results: Sequence[Classification]) -> bool:
-    return any(result.error is not None for result in results)
+    """Whether any input path gave no predictions: an unreadable image, or a folder of none."""
+    return any(result.predictions is None for result in results)
 
 
-__all__ = ["Classification", "ImageDecodeError", "classify_paths", "failed"]
+__all__ = ["NO_IMAGES", "Classification", "ImageDecodeError", "classify_paths", "failed"]

@@ -8,18 +8,53 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from clipcli import __version__
 from clipcli.errors import EXIT_FAILURE, ClipcliError
 
+# Click's exception family, whichever Click raises them: Typer 0.28 carries a copy of its own.
+ClickError: Any = next(
+    base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"
+)
+
+
+class OneLineErrors(TyperGroup):
+    """Click's own usage errors (a missing argument, a value out of range, an unknown option)
+    as one `error: ...` line on stderr, like every other clipcli error, not a usage box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except ClickError as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has shown the help
+                print_error(*click_error(exc))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        # Without standalone mode Typer returns the code a command exited with, else its result.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="clipcli",
+    cls=OneLineErrors,
     help="Zero-shot image classification and photo search with CLIP.",
     no_args_is_help=True,
     add_completion=False,
@@ -95,6 +130,14 @@ def print_error(message: str, hint: str | None = None) -> None:
     stderr.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def click_error(exc: Any) -> tuple[str, str | None]:
+    """Click's message as clipcli words its own: one line, lower case, the help as a hint."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    context = getattr(exc, "ctx", None)
+    return message, f"see `{context.command_path} --help`" if context is not None else None
+
+
 def print_warning(message: str) -> None:
     stderr.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
@@ -140,7 +183,7 @@ def classify(
 ) -> None:
     """Rank labels for each image by CLIP zero-shot similarity."""
     from clipcli import output
-    from clipcli.classifier import classify_paths
+    from clipcli.classifier import classify_paths, failed
     from clipcli.prompts import load_templates, parse_labels
 
     label_list = parse_labels(labels, labels_file)
@@ -162,10 +205,12 @@ def classify(
         print(output.to_json(output.classifications_json(results)))
     else:
         output.render_classifications(stdout, results)
-    errors = [r for r in results if r.error is not None]
-    for result in errors:
-        print_error(f"{result.path}: {result.error}")
-    if errors:
+    for result in results:
+        if result.error is not None:
+            print_error(f"{result.path}: {result.error}")
+        elif result.warning is not None:
+            print_warning(f"{result.path}: {result.warning}")
+    if failed(results):  # an unreadable image, or a folder that gave nothing to classify
         raise typer.Exit(EXIT_FAILURE)
 
 
@@ -230,11 +275,17 @@ def search(
     from clipcli.searcher import search_index
     from clipcli.settings import index_dir as resolve_index
 
-    hits = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
+    found = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
     if json_output:
-        print(output.to_json(output.search_json(hits)))
+        print(output.to_json(output.search_json(found.hits)))
     else:
-        output.render_search(stdout, hits)
+        output.render_search(stdout, found.hits)
+    if found.missing == 1:
+        print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
+    elif found.missing:
+        print_warning(
+            f"{found.missing} indexed photos no longer exist; run `clipcli index` to drop them"
+        )
 
 
 def main() -> None:

@@ -378,6 +378,19 @@ def embed_files(
             return exc
 
     batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
+    width = 0  # the embedding size, once a batch has shown it
+
+    def no_rows() -> Embeddings:
+        # A batch of files that all failed still has the model's width, so that callers can
+        # multiply or stack it like any other; with no batch encoded yet, a blank image shows it.
+        nonlocal width
+        if not width:
+            from PIL import Image
+
+            blank = encoder.preprocess(Image.new("RGB", (encoder.input_size,) * 2))
+            width = encoder.encode_images(_stack([blank])).shape[1]
+        return np.zeros((0, width), dtype=np.float32)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def submit(batch: list[Path]) -> list[Future[Any]]:
@@ -394,11 +407,11 @@ def embed_files(
                 (p, t) for p, t in zip(batch, prepared, strict=True) if not isinstance(t, Exception)
             ]
             failures = [t for t in prepared if isinstance(t, ImageDecodeError)]
-            embeddings = (
-                encoder.encode_images(_stack([t for _, t in good]))
-                if good
-                else np.zeros((0, 0), dtype=np.float32)
-            )
+            if good:
+                embeddings = encoder.encode_images(_stack([t for _, t in good]))
+                width = embeddings.shape[1]
+            else:
+                embeddings = no_rows()
             yield EmbeddedBatch([p for p, _ in good], embeddings, failures)
 
 

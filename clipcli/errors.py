@@ -48,3 +48,7 @@ class IndexMissingError(ClipcliError):
 
 class IndexBusyError(ClipcliError):
     """Another process is writing to the same index."""
+
+
+class CatalogUnreadableError(ClipcliError):
+    """A catalog file SQLite cannot use: damaged, not SQLite at all, or not accessible."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from clipcli import locks, onnx_towers, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
-from clipcli.errors import IndexBusyError, ModelMismatchError, UsageError
+from clipcli.errors import ClipcliError, IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
 from clipcli.models import ModelSpec, resolve_exported_spec
 from clipcli.progress import NoProgress, ProgressReporter
@@ -90,6 +90,7 @@ def update_index(
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
+    _make_folder(folder)
     with _exclusive(folder), Catalog(folder) as catalog:
         spec = _choose_model(catalog, model, pretrained, reset=reset)
         encoder = _OnDemand(spec, device, precision_choice(precision), progress)
@@ -170,6 +171,21 @@ def _choose_model(
             hint="use another --index, or `clipcli index --reset` to re-embed everything",
         )
     return spec
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the index folder, or say why it cannot be one before anything is written."""
+    hint = "give --index a folder (it is created if missing)"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: is a file, not an index folder", hint=hint)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{folder}: a parent of it is a file, not a folder", hint=hint) from None
+    except OSError as exc:
+        raise ClipcliError(
+            f"{folder}: cannot create the index folder ({exc.strerror or exc})"
+        ) from None
 
 
 @contextmanager

@@ -28,6 +28,8 @@ def to_json(data: Any) -> str:
 def classifications_json(results: Sequence[Classification]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for result in results:
+        if result.warning is not None:
+            continue  # a folder with no images: not an image, and warned about on stderr
         if result.error is not None:
             out.append({"path": result.path, "error": result.error})
         else:
@@ -52,8 +54,8 @@ def _bar(fraction: float) -> str:
 
 def render_classifications(console: Console, results: Sequence[Classification]) -> None:
     for result in results:
-        if result.error is not None:
-            continue  # errors are reported on stderr by the caller
+        if result.predictions is None:
+            continue  # errors and warnings are reported on stderr by the caller
         table = Table(title=result.path, title_justify="left", show_edge=False)
         table.add_column("label")
         table.add_column("probability", justify="right")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,14 @@ class SearchHit:
     score: float
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    """The hits, best first, and how many indexed photos were left out as gone from disk."""
+
+    hits: list[SearchHit]
+    missing: int = 0
+
+
 def search_index(
     folder: Path,
     query: str | None,
@@ -30,8 +40,12 @@ def search_index(
     image: Path | None = None,
     top_k: int = 10,
     device: str = "auto",
-) -> list[SearchHit]:
-    """The photos nearest to the query, best first; the index's own model embeds the query."""
+) -> SearchResult:
+    """The photos nearest to the query, best first; the index's own model embeds the query.
+
+    Photos deleted since they were indexed are left out (and counted), and the next ones fill
+    their places: `clipcli index` is what drops them from the catalog.
+    """
     if not query and image is None:
         raise UsageError("nothing to search for", hint="give a text query or --image PATH")
     if top_k < 1:
@@ -48,12 +62,38 @@ def search_index(
             )
         vector = _embed_query(ModelSpec(*model), query, image, device)
         index = vector_index.refresh(folder, catalog)
-        hits = vector_index.search(index, vector, top_k)
-        paths = catalog.paths_for([hit.id for hit in hits])
-    return [
-        SearchHit(rank, paths[hit.id], hit.score)
-        for rank, hit in enumerate((h for h in hits if h.id in paths), start=1)
-    ]
+        return _existing_hits(index, vector, top_k, catalog)
+
+
+def _existing_hits(index: Any, query: Embeddings, top_k: int, catalog: Catalog) -> SearchResult:
+    """The top_k nearest photos still on disk; while some are gone, the index is asked for more."""
+    wanted = min(top_k, index.ntotal)
+    asked = wanted
+    while True:
+        hits, missing = _on_disk(vector_index.search(index, query, asked), wanted, catalog)
+        if len(hits) == wanted or asked == index.ntotal:
+            return SearchResult(hits, missing)
+        asked = min(2 * asked, index.ntotal)
+
+
+def _on_disk(
+    hits: list[vector_index.Hit], wanted: int, catalog: Catalog
+) -> tuple[list[SearchHit], int]:
+    """The first `wanted` hits whose files exist, ranked, and how many before them were gone."""
+    paths = catalog.paths_for([hit.id for hit in hits])
+    found: list[SearchHit] = []
+    missing = 0
+    for hit in hits:
+        path = paths.get(hit.id)
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            missing += 1
+            continue
+        found.append(SearchHit(len(found) + 1, path, hit.score))
+        if len(found) == wanted:
+            break
+    return found, missing
 
 
 def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device: str) -> Embeddings:

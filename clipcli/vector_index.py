@@ -182,7 +182,8 @@ def search(index: Any, query: Embeddings, k: int, *, parts: int | None = None) -
     faiss would use, so one per core unless OMP_NUM_THREADS says less); the hits are the ones a
     single IndexFlatIP scan finds, in the same order.
     """
-    if index.ntotal == 0:
+    k = min(k, index.ntotal)  # faiss allocates k results whether or not there are that many
+    if k < 1:
         return []
     row = np.asarray(query, dtype=np.float32).reshape(1, -1)
     if _is_exact(index):

@@ -140,6 +140,82 @@ def test_file_that_is_not_sqlite_is_reported_as_an_unreadable_catalog(folder: Pa
     assert "not a readable clipcli catalog" in caught.value.message
 
 
+PAGE = 4096  # SQLite's default page size, which the catalog keeps
+
+
+def damage_page(folder: Path, number: int) -> None:
+    """Overwrite one page of the catalog file with noise, as a failing disk might."""
+    noise = np.random.default_rng(number).integers(0, 256, PAGE, dtype=np.uint8).tobytes()
+    with open(folder / CATALOG_FILE, "r+b") as handle:
+        handle.seek(number * PAGE)
+        handle.write(noise)
+
+
+def filled_catalog(folder: Path) -> int:
+    """A catalog with a model, 40 images and an unreadable file; returns its number of pages."""
+    with Catalog(folder) as catalog:
+        catalog.set_model("some-model", "some-weights")
+        catalog.add([new_image(f"/photos/{i:02d}.png", f"{i:064x}", seed=i) for i in range(40)])
+        catalog.set_unreadable([("/photos/bad.png", 0, 0, "empty file (0 bytes)")])
+    return (folder / CATALOG_FILE).stat().st_size // PAGE
+
+
+def test_a_catalog_damaged_at_8_kib_is_named_with_a_way_out(folder: Path) -> None:
+    filled_catalog(folder)
+    damage_page(folder, 2)  # the bytes from 8 KiB on
+
+    with pytest.raises(ClipcliError) as caught, Catalog(folder) as catalog:
+        catalog.model()
+
+    assert caught.value.message.startswith(f"{folder / CATALOG_FILE}: ")
+    assert "damaged" in caught.value.message
+    assert "clipcli index" in (caught.value.hint or "")
+    assert caught.value.exit_code == 1
+
+
+def every_use(catalog: Catalog) -> None:
+    """Each read and write the commands make of a catalog."""
+    catalog.model()
+    catalog.generation  # noqa: B018  # a read of the meta table
+    catalog.catalog_id  # noqa: B018
+    catalog.count()
+    catalog.entries()
+    catalog.unreadable()
+    catalog.embedding_for_hash(f"{3:064x}")
+    catalog.vectors()
+    catalog.vectors(changed_after=0)
+    catalog.ids()
+    catalog.paths_for([1, 2, 3])
+    catalog.add([new_image("/photos/new.png", "new", seed=99)])
+    catalog.touch([(1, 5, 5)])
+    catalog.move([(2, "/photos/moved.png", 5, 5)])
+    catalog.set_unreadable([("/photos/worse.png", 0, 0, "empty file (0 bytes)")])
+    catalog.forget_unreadable(set())
+    catalog.remove([3])
+    catalog.set_model("other-model", None)
+    catalog.clear()
+
+
+def test_whichever_page_is_damaged_the_catalog_raises_only_its_own_errors(
+    tmp_path: Path,
+) -> None:
+    pages = filled_catalog(tmp_path / "whole")
+    assert pages > 3
+    failed = []
+    for number in range(pages):
+        folder = tmp_path / f"page-{number}"
+        folder.mkdir()
+        (folder / CATALOG_FILE).write_bytes((tmp_path / "whole" / CATALOG_FILE).read_bytes())
+        damage_page(folder, number)
+        try:
+            with Catalog(folder) as catalog:
+                every_use(catalog)
+        except ClipcliError as exc:  # a sqlite3 error would fail the test here
+            assert exc.message.startswith(f"{folder / CATALOG_FILE}: ")
+            failed.append(number)
+    assert failed == list(range(pages))  # noise in any page is found
+
+
 # --- model metadata -------------------------------------------------------------------------------
 
 
@@ -269,6 +345,14 @@ def test_paths_for_maps_ids_back_to_paths(catalog: Catalog) -> None:
     wanted = sorted(ids)[1:]
 
     assert catalog.paths_for(wanted) == {id_: ids[id_] for id_ in wanted}
+
+
+def test_paths_for_takes_more_ids_than_sqlite_takes_parameters(catalog: Catalog) -> None:
+    catalog.add([new_image(f"/photos/{n}.png", f"h{n}", seed=n) for n in range(3)])
+    ids = {entry.id: path for path, entry in catalog.entries().items()}
+
+    # A search for a top-k of a whole large index asks for every id at once.
+    assert catalog.paths_for(list(range(1, 300_001))) == ids
 
 
 def test_empty_catalog_has_no_vectors(catalog: Catalog) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from conftest import make_image
 
 
@@ -189,3 +190,72 @@ def test_batch_size_does_not_change_results(cli, model_args, photo_folder):
         for pa, pb in zip(a["predictions"], b["predictions"], strict=True):
             assert pa["label"] == pb["label"]
             assert abs(pa["similarity"] - pb["similarity"]) < 1e-5
+
+
+def test_a_missing_file_alone_gets_its_error_entry_and_exit_1(cli, model_args, tmp_path):
+    missing = tmp_path / "no-such-file.jpg"
+    result, data = cli.json("classify", missing, "--labels", "red,blue", *model_args)
+    assert result.exit_code == 1
+    assert data == [{"path": str(missing), "error": "no such file"}]
+    assert result.stderr.strip() == f"error: {missing}: no such file"
+
+
+def test_a_batch_of_only_bad_files_keeps_the_answers_of_the_other_batches(
+    cli, model_args, tmp_path
+):
+    album = tmp_path / "album"
+    good = [make_image(album / f"{i:02d}.png", (8 * i, 0, 255 - 8 * i)) for i in range(32)]
+    empty = album / "zzz.jpg"  # sorted last: alone in the second batch of the default 32
+    empty.write_bytes(b"")
+    result, data = cli.json("classify", album, "--labels", "red,blue", *model_args)
+    assert result.exit_code == 1
+    assert [entry["path"] for entry in data] == [str(p) for p in [*good, empty]]
+    assert all(len(entry["predictions"]) == 2 for entry in data[:32])
+    assert data[32] == {"path": str(empty), "error": "empty file (0 bytes)"}
+
+
+def test_batch_size_1_keeps_every_good_answer_around_a_bad_file(cli, model_args, tmp_path):
+    first = make_image(tmp_path / "a.png", "red")
+    bad = tmp_path / "b.jpg"
+    bad.write_text("not a picture")
+    last = make_image(tmp_path / "c.png", "blue")
+    result, data = cli.json(
+        "classify", first, bad, last, "--labels", "red,blue", "--batch-size", "1", *model_args
+    )
+    assert result.exit_code == 1
+    assert [entry["path"] for entry in data] == [str(first), str(bad), str(last)]
+    assert len(data[0]["predictions"]) == 2 and len(data[2]["predictions"]) == 2
+    assert data[1] == {"path": str(bad), "error": "not an image (unrecognised format)"}
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt", "raw.cr2"]], ids=["empty", "no-images"])
+def test_a_folder_without_images_is_warned_about_and_exits_1_without_loading_a_model(
+    cli, tmp_path, monkeypatch, contents
+):
+    from clipcli import classifier
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded with nothing to classify")
+
+    monkeypatch.setattr(classifier, "load_image_encoder", no_model)
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("not a picture")
+    result, data = cli.json("classify", folder, "--labels", "a,b")
+    assert result.exit_code == 1
+    assert data == []
+    assert result.stderr.strip() == f"warning: {folder}: no images found"
+
+
+def test_a_folder_without_images_beside_real_ones_still_exits_1(cli, model_args, tmp_path):
+    image = make_image(tmp_path / "a.png", "red")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result, data = cli.json("classify", empty, image, "--labels", "red,blue", *model_args)
+    assert result.exit_code == 1
+    assert [entry["path"] for entry in data] == [str(image)]
+    assert len(data[0]["predictions"]) == 2
+    assert result.stderr.strip() == f"warning: {empty}: no images found"
+    table = cli("classify", empty, image, "--labels", "red,blue", *model_args)
+    assert table.exit_code == 1 and "a.png" in table.stdout and str(empty) not in table.stdout

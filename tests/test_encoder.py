@@ -106,3 +106,18 @@ def test_hf_hub_model_offline_names_the_setting(cli, monkeypatch, tmp_path):
     assert result.exit_code == 1
     assert "hf-hub:org/clip-model" in result.stderr
     assert "HF_HUB_OFFLINE is set" in result.stderr
+
+
+def test_an_all_failed_batch_has_no_rows_but_the_model_width(random_checkpoint, tmp_path):
+    from clipcli.encoder import embed_files
+
+    spec = resolve_model_spec("clipcli-shapes", str(random_checkpoint))
+    encoder = load_encoder(spec, "cpu", "fp32")
+    width = encoder.model.visual.output_dim
+    good = make_image(tmp_path / "good.png")
+    missing = tmp_path / "missing.png"
+    alone = list(embed_files(encoder, [missing], batch_size=1))
+    after_a_good_one = list(embed_files(encoder, [good, missing], batch_size=1))
+    assert [b.embeddings.shape for b in alone] == [(0, width)]
+    assert [b.embeddings.shape for b in after_a_good_one] == [(1, width), (0, width)]
+    assert alone[0].paths == [] and [f.path for f in alone[0].failures] == [missing]

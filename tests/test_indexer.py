@@ -456,6 +456,31 @@ def test_root_that_is_not_a_folder_is_a_usage_error(
     assert not (index / CATALOG_FILE).exists()
 
 
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("index_path", "reason"),
+    [
+        pytest.param("notes.txt", "is a file, not an index folder", id="a-file"),
+        pytest.param("notes.txt/index", "a parent of it is a file", id="under-a-file"),
+    ],
+)
+def test_an_index_path_that_cannot_be_a_folder_is_a_usage_error_that_creates_nothing(
+    cli, model_args: list[str], photo_folder: Path, tmp_path: Path, index_path: str, reason: str
+) -> None:
+    (tmp_path / "notes.txt").write_text("not an index\n")
+    before = files_under(tmp_path)
+
+    result = cli("index", photo_folder, "--index", tmp_path / index_path, *model_args)
+
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith(f"error: {tmp_path / index_path}: {reason}")
+    assert files_under(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "photos"]
+
+
 # --- files that do not decode ---------------------------------------------------------------------
 
 
@@ -600,6 +625,37 @@ def test_search_rebuilds_a_missing_or_damaged_vector_file_from_the_catalog(
     assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in expected], abs=1e-6)
     assert len(hits) == 5
     assert faiss.read_index(str(index / INDEX_FILE)).ntotal == 5  # and saved again
+
+
+def damage_catalog(index: Path, offset: int = 8192) -> None:
+    """Noise over the 4 KiB page at `offset` of the catalog file, as a failing disk leaves."""
+    assert (index / CATALOG_FILE).stat().st_size > offset + 4096
+    noise = np.random.default_rng(offset).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    with open(index / CATALOG_FILE, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(noise)
+
+
+@pytest.mark.parametrize("offset", [8192, 12288], ids=["at-8k", "at-12k"])
+@pytest.mark.parametrize("command", ["search", "index"])
+def test_a_damaged_catalog_is_named_with_a_way_out_and_nothing_on_disk_changes(
+    cli, run_index, model_args, photo_folder: Path, index: Path, command: str, offset: int
+) -> None:
+    run_index(photo_folder)
+    noise_image(photo_folder / "new.png", seed=9)  # work for the index run, were it to go on
+    damage_catalog(index, offset)
+    before = files_under(index)
+    if command == "search":
+        result = cli("search", QUERY, "--index", index)
+    else:
+        result = cli("index", photo_folder, "--index", index, *model_args)
+
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {index / CATALOG_FILE}: not a readable clipcli catalog")
+    assert "damaged" in lines[0] and "run `clipcli index`" in lines[0]
+    assert files_under(index) == before
 
 
 def test_stale_vector_file_is_rebuilt(

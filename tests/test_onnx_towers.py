@@ -116,7 +116,7 @@ def test_search_answers_without_importing_torch_and_like_torch(
     assert cli("index", photo_folder, "--index", index, *vit_args).exit_code == 0
     fast = without_torch(
         "from clipcli.searcher import search_index\n"
-        f"hits = search_index(Path({str(index)!r}), 'a red square', top_k=5)\n"
+        f"hits = search_index(Path({str(index)!r}), 'a red square', top_k=5).hits\n"
         "result = {'paths': [h.path for h in hits], 'scores': [h.score for h in hits]}"
     )
 

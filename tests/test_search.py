@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -110,3 +112,47 @@ def test_a_mixed_query_loads_the_model_at_most_once(cli, indexed, photo_folder, 
     result = cli("search", "a new kind of query", "--image", target, "--index", indexed)
     assert result.exit_code == 0, result.stderr
     assert len(loads) == 1
+
+
+def test_photos_deleted_since_indexing_are_left_out_counted_and_replaced_by_the_next(
+    cli, indexed, photo_folder
+):
+    _, every = cli.json("search", "a red square", "--index", indexed, "--top-k", "5")
+    gone = [every[0]["path"], every[2]["path"]]
+    for path in gone:
+        Path(path).unlink()
+
+    result, hits = cli.json("search", "a red square", "--index", indexed, "--top-k", "3")
+
+    assert result.exit_code == 0
+    assert [set(h) for h in hits] == [{"rank", "path", "score"}] * 3
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    kept = [h for h in every if h["path"] not in gone]
+    assert [(h["path"], h["score"]) for h in hits] == [(h["path"], h["score"]) for h in kept]
+    assert result.stderr.strip() == (
+        "warning: 2 indexed photos no longer exist; run `clipcli index` to drop them"
+    )
+    table = cli("search", "a red square", "--index", indexed, "--top-k", "1")
+    assert table.stderr.strip() == (
+        "warning: 1 indexed photo no longer exists; run `clipcli index` to drop it"
+    )
+
+
+def test_the_next_index_run_drops_the_deleted_photos_and_search_stops_warning(
+    cli, indexed, photo_folder
+):
+    (photo_folder / "red.png").unlink()
+    assert "no longer exist" in cli("search", "red", "--index", indexed).stderr
+
+    result, report = cli.json("index", photo_folder, "--index", indexed)
+    assert (result.exit_code, report["removed"], report["total"]) == (0, 1, 4)
+
+    result, hits = cli.json("search", "red", "--index", indexed)
+    assert result.exit_code == 0 and result.stderr == ""
+    assert len(hits) == 4 and str(photo_folder / "red.png") not in [h["path"] for h in hits]
+
+
+def test_a_top_k_far_beyond_the_index_returns_every_photo(cli, indexed):
+    result, hits = cli.json("search", "anything", "--index", indexed, "--top-k", str(10**12))
+    assert result.exit_code == 0, result.stderr
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]

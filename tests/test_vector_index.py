@@ -51,6 +51,16 @@ def test_an_empty_collection_answers_with_no_hits():
     assert vector_index.search(index, np.ones(4, dtype=np.float32), 5) == []
 
 
+@pytest.mark.parametrize("exact_limit", [2000, 1000], ids=["exact", "inverted-lists"])
+def test_k_beyond_the_collection_is_capped_before_anything_is_allocated(exact_limit):
+    vectors = clustered(1300)
+    index = vector_index.build(np.arange(1300, dtype=np.int64), vectors, exact_limit=exact_limit)
+    if exact_limit < 1300:
+        index.nprobe = index.nlist  # every list, so that every vector can be found
+    hits = vector_index.search(index, vectors[0], k=2**40)  # 8 TiB of ids, were it allocated
+    assert sorted(h.id for h in hits) == list(range(1300))
+
+
 def flat_ip_hits(ids: np.ndarray, vectors: np.ndarray, query: np.ndarray, k: int) -> list:
     """What one plain IndexFlatIP scan answers, as (catalog id, score) pairs."""
     import faiss

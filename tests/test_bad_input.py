@@ -1,0 +1,357 @@
+"""Every command given wrong, empty, out-of-range or missing arguments, or damaged state.
+
+Each case states its exit code (1: a runtime problem, 2: a usage problem, as README.md
+documents them) and what its one line on stderr says; none may print a traceback or more
+than that one line. Most cases run in-process; those marked `process` run clipcli as a real
+process, whose stderr is exactly what a user sees.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TEST_MODEL, make_image
+from typer.testing import CliRunner
+
+from clipcli.catalog import CATALOG_FILE
+from clipcli.cli import app
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+USAGE, RUNTIME = 2, 1
+
+
+@pytest.fixture(scope="module")
+def built_index(
+    tmp_path_factory: pytest.TempPathFactory, random_checkpoint: Path, shared_cache: Path
+) -> Path:
+    """One small index, built once; cases that search get a copy of it."""
+    folder = tmp_path_factory.mktemp("bad-input")
+    photos = folder / "photos"
+    for colour in ("red", "green", "blue"):
+        make_image(photos / f"{colour}.png", colour)
+    index = folder / "index"
+    model = ["--model", TEST_MODEL, "--pretrained", str(random_checkpoint)]
+    env = {"CLIPCLI_HOME": str(folder / "home"), "CLIPCLI_CACHE": str(shared_cache)}
+    result = CliRunner().invoke(
+        app, ["index", str(photos), "--index", str(index), *model], env=env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.stderr
+    assert (index / CATALOG_FILE).stat().st_size > 8192 + 4096  # a page to damage at 8 KiB
+    return index
+
+
+class Setup:
+    """What a case needs, made in the test's own tmp_path when the case asks for it."""
+
+    def __init__(self, tmp: Path, model: list[str], built: Path) -> None:
+        self.tmp = tmp
+        self.model = model
+        self._built = built
+
+    @property
+    def image(self) -> Path:
+        return make_image(self.tmp / "photo.png", "red")
+
+    def file(self, name: str, content: bytes = b"") -> Path:
+        path = self.tmp / name
+        path.write_bytes(content)
+        return path
+
+    def folder(self, name: str) -> Path:
+        path = self.tmp / name
+        path.mkdir(exist_ok=True)
+        return path
+
+    def index(self) -> Path:
+        copy = self.tmp / "index"
+        if not copy.exists():
+            shutil.copytree(self._built, copy)
+        return copy
+
+    def garbage_catalog(self) -> Path:
+        index = self.index()
+        (index / CATALOG_FILE).write_bytes(b"this is not a database, just some text" * 100)
+        return index
+
+    def damaged_catalog(self) -> Path:
+        """Noise over the 4 KiB from offset 8 KiB, as a failing disk might leave."""
+        index = self.index()
+        noise = np.random.default_rng(8).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+        with open(index / CATALOG_FILE, "r+b") as handle:
+            handle.seek(8192)
+            handle.write(noise)
+        return index
+
+
+@dataclass(frozen=True)
+class Case:
+    args: Callable[[Setup], list[str | Path]]
+    exit_code: int
+    says: str  # how the line starts; {tmp} is the test's tmp_path, {checkpoint} model_args'
+    process: bool = False  # run as a real process rather than in-process
+
+
+def case(
+    args: Callable[[Setup], list[str | Path]],
+    exit_code: int,
+    says: str,
+    *,
+    id: str,
+    process: bool = False,
+):
+    return pytest.param(Case(args, exit_code, says, process), id=id)
+
+
+HELP_HINT = "; see `clipcli {} --help`"
+
+CASES = [
+    # -- classify ---------------------------------------------------------------------------
+    case(
+        lambda s: ["classify", s.image, "--labels", ",,", *s.model],
+        USAGE,
+        "error: no labels given",
+        id="classify-labels-only-commas",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", "--top-k", "0", *s.model],
+        USAGE,
+        "error: invalid value for '--top-k': 0 is not in the range x>=1"
+        + HELP_HINT.format("classify"),
+        id="classify-top-k-0",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", "--top-k", "-1", *s.model],
+        USAGE,
+        "error: invalid value for '--top-k': -1 is not in the range x>=1",
+        id="classify-top-k-negative",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", "--batch-size", "0", *s.model],
+        USAGE,
+        "error: invalid value for '--batch-size': 0 is not in the range x>=1",
+        id="classify-batch-size-0",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a", "--top-k", "many", *s.model],
+        USAGE,
+        "error: invalid value for '--top-k': 'many' is not a valid int",
+        id="classify-top-k-not-a-number",
+    ),
+    case(
+        lambda s: ["classify", "--labels", "a,b", *s.model],
+        USAGE,
+        "error: missing argument 'paths'" + HELP_HINT.format("classify"),
+        id="classify-no-paths",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a", "--lables", "b"],
+        USAGE,
+        "error: no such option: --lables",
+        id="classify-misspelt-option",
+    ),
+    case(
+        lambda s: [
+            "classify",
+            s.image,
+            "--labels",
+            "a",
+            "--templates",
+            s.file("mine.txt", b"a photo of a thing\n"),
+            *s.model,
+        ],
+        USAGE,
+        "error: {tmp}/mine.txt:1: a template needs exactly one '{{}}' placeholder",
+        id="classify-template-without-placeholder",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a", "--templates", s.tmp / "none.txt"],
+        USAGE,
+        "error: unknown template set '{tmp}/none.txt'",
+        id="classify-templates-file-missing",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a", "--model", "no-such-model"],
+        USAGE,
+        "error: unknown model 'no-such-model'",
+        id="classify-unknown-model",
+    ),
+    case(
+        lambda s: (
+            ["classify", s.image, "--labels", "a", "--model", TEST_MODEL]
+            + ["--pretrained", "/no/such.pt"]
+        ),
+        USAGE,
+        "error: /no/such.pt: checkpoint file not found",
+        id="classify-missing-weights",
+    ),
+    case(
+        lambda s: (
+            ["classify", s.image, "--labels", "a", "--model", TEST_MODEL]
+            + ["--pretrained", s.file("garbage.pt", b"\x00\x01 not a checkpoint" * 64)]
+        ),
+        RUNTIME,
+        "error: {tmp}/garbage.pt: not a usable checkpoint for clipcli-shapes",
+        id="classify-garbage-checkpoint",
+    ),
+    case(
+        lambda s: (
+            ["classify", s.image, "--labels", "a", "--model", "ViT-B-32"]
+            + ["--pretrained", s.model[-1]]
+        ),
+        RUNTIME,
+        "error: {checkpoint}: not a usable checkpoint for ViT-B-32",
+        id="classify-checkpoint-of-another-architecture",
+    ),
+    case(
+        lambda s: ["classify", s.tmp / "missing.jpg", "--labels", "a,b", *s.model],
+        RUNTIME,
+        "error: {tmp}/missing.jpg: no such file",
+        id="classify-missing-file",
+        process=True,
+    ),
+    case(
+        lambda s: ["classify", s.folder("empty"), "--labels", "a,b"],
+        RUNTIME,
+        "warning: {tmp}/empty: no images found",
+        id="classify-empty-folder",
+        process=True,
+    ),
+    # -- index ------------------------------------------------------------------------------
+    case(
+        lambda s: ["index", s.tmp / "no-such-folder", "--index", s.tmp / "new", *s.model],
+        USAGE,
+        "error: {tmp}/no-such-folder: not a folder",
+        id="index-folder-missing",
+    ),
+    case(
+        lambda s: ["index", "--index", s.tmp / "new", *s.model],
+        USAGE,
+        "error: missing argument 'folders'" + HELP_HINT.format("index"),
+        id="index-no-folders",
+    ),
+    case(
+        lambda s: ["index", s.folder("photos"), "--index", s.file("notes.txt"), *s.model],
+        USAGE,
+        "error: {tmp}/notes.txt: is a file, not an index folder",
+        id="index-index-is-a-file",
+        process=True,
+    ),
+    case(
+        lambda s: ["index", s.folder("photos"), "--batch-size", "0", *s.model],
+        USAGE,
+        "error: invalid value for '--batch-size': 0 is not in the range x>=1",
+        id="index-batch-size-0",
+    ),
+    case(
+        lambda s: ["index", s.folder("photos"), "--index", s.garbage_catalog(), *s.model],
+        RUNTIME,
+        "error: {tmp}/index/catalog.sqlite3: not a readable clipcli catalog (damaged:",
+        id="index-garbage-catalog",
+    ),
+    case(
+        lambda s: ["index", s.folder("photos"), "--index", s.damaged_catalog(), *s.model],
+        RUNTIME,
+        "error: {tmp}/index/catalog.sqlite3: not a readable clipcli catalog (damaged:",
+        id="index-catalog-damaged-at-8k",
+    ),
+    # -- search -----------------------------------------------------------------------------
+    case(
+        lambda s: ["search", "", "--index", s.index()],
+        USAGE,
+        "error: nothing to search for",
+        id="search-empty-query",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.index(), "--top-k", "0"],
+        USAGE,
+        "error: invalid value for '--top-k': 0 is not in the range x>=1"
+        + HELP_HINT.format("search"),
+        id="search-top-k-0",
+        process=True,
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.index(), "--top-k", "-1"],
+        USAGE,
+        "error: invalid value for '--top-k': -1 is not in the range x>=1",
+        id="search-top-k-negative",
+    ),
+    case(
+        lambda s: ["search", "--image", s.tmp / "missing.jpg", "--index", s.index()],
+        RUNTIME,
+        "error: {tmp}/missing.jpg: no such file",
+        id="search-image-missing",
+    ),
+    case(
+        lambda s: ["search", "--image", s.file("notes.jpg", b"milk, eggs\n"), "--index", s.index()],
+        RUNTIME,
+        "error: {tmp}/notes.jpg: not an image (unrecognised format)",
+        id="search-image-not-an-image",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.garbage_catalog()],
+        RUNTIME,
+        "error: {tmp}/index/catalog.sqlite3: not a readable clipcli catalog (damaged:",
+        id="search-garbage-catalog",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.damaged_catalog()],
+        RUNTIME,
+        "error: {tmp}/index/catalog.sqlite3: not a readable clipcli catalog (damaged:",
+        id="search-catalog-damaged-at-8k",
+        process=True,
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.file("notes.txt")],
+        RUNTIME,
+        "error: {tmp}/notes.txt: no index here",
+        id="search-index-is-a-file",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.tmp / "nowhere"],
+        RUNTIME,
+        "error: {tmp}/nowhere: no index here",
+        id="search-no-index",
+    ),
+    # -- no command -------------------------------------------------------------------------
+    case(lambda s: ["serach", "a cat"], USAGE, "error: no such command 'serach'", id="typo"),
+]
+
+
+def run_process(args: list[str]) -> tuple[int, str]:
+    """clipcli as a user runs it, with this test's CLIPCLI_HOME and CLIPCLI_CACHE."""
+    path = os.pathsep.join(filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "clipcli", *args],
+        env={**os.environ, "PYTHONPATH": path},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("bad", CASES)
+def test_bad_input_exits_with_its_code_and_one_line_on_stderr(
+    bad: Case, cli, model_args: list[str], built_index: Path, tmp_path: Path
+) -> None:
+    args = [str(arg) for arg in bad.args(Setup(tmp_path, model_args, built_index))]
+    if bad.process:
+        exit_code, stderr = run_process(args)
+    else:
+        result = cli(*args)
+        exit_code, stderr = result.exit_code, result.stderr
+
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(bad.says.format(tmp=tmp_path, checkpoint=model_args[-1]))
+    assert exit_code == bad.exit_code
