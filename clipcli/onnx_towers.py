@@ -258,8 +258,8 @@ def ensure_text_tower(encoder: Encoder) -> bool:
         if not hasattr(tokenizer, "bpe_ranks") or getattr(tokenizer, "reduction_fn", None):
             folder.update_meta(text_ok=False)  # not CLIP's BPE tokenizer: keep the torch path
             return False
-        fast = FastTokenizer.from_open_clip(tokenizer)
-        fast.save(folder.tokenizer)
+        FastTokenizer.save_open_clip(tokenizer, folder.tokenizer)
+        fast = FastTokenizer.load(folder.tokenizer)  # what searches will use, as saved
         texts = ["a photo of a horse.", "a diagram", "x", "word " * 100]
         expected = encoder.encode_texts(texts)
         trimmed = _export_trimmed_text_tower(encoder, folder, fast, texts, expected)

@@ -67,23 +67,40 @@ def test_bf16_on_a_cpu_without_bf16_is_refused(spec):
             load_encoder(spec, "cpu", "bf16")
 
 
-def test_fast_tokenizer_gives_open_clips_tokens(tmp_path):
+TOKENIZER_TEXTS = [
+    *PROBES,
+    "a photo of a red star.",
+    "Zürich at NIGHT",
+    "don't stop",
+    "x" * 500,
+    "naïve résumé ½ \u216b \uff12\uff10\uff12\uff16 東京の夜 Ελληνικά",  # Ⅻ, full-width 2026
+    "tabs\tand \u00a0non-breaking spaces, underscores_in_words, CamelCase99",
+    "it's 3:45pm -- the 2nd of May, #42 @home (ok?) [yes] {no} ~50% +/- 1.5e3",
+]
+
+
+@pytest.fixture(scope="module")
+def saved_tokenizer(tmp_path_factory):
     import open_clip
 
     reference = open_clip.get_tokenizer("ViT-B-32")
-    path = tmp_path / "tokenizer.json"
-    FastTokenizer.from_open_clip(reference).save(path)
-    fast = FastTokenizer.load(path)
-    texts = [
-        *PROBES,
-        "a photo of a red star.",
-        "Zürich at NIGHT",
-        "don't stop",
-        "x" * 500,
-        "naïve résumé ½ \u216b \uff12\uff10\uff12\uff16 東京の夜 Ελληνικά",  # Ⅻ, full-width 2026
-        "tabs\tand \u00a0non-breaking spaces, underscores_in_words, CamelCase99",
-    ]
-    np.testing.assert_array_equal(fast(texts), reference(texts).numpy())
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    FastTokenizer.save_open_clip(reference, path)
+    return reference, FastTokenizer.load(path)
+
+
+def test_fast_tokenizer_gives_open_clips_tokens(saved_tokenizer):
+    reference, fast = saved_tokenizer
+    np.testing.assert_array_equal(fast(TOKENIZER_TEXTS), reference(TOKENIZER_TEXTS).numpy())
+
+
+def test_ascii_text_is_split_by_re_exactly_as_by_regex(saved_tokenizer):
+    _, fast = saved_tokenizer
+    assert fast._ascii_pattern is not None
+    for text in TOKENIZER_TEXTS:
+        if text.isascii():
+            cleaned = " ".join(text.split()).lower()
+            assert fast._ascii_pattern.findall(cleaned) == fast._pattern.findall(cleaned)
 
 
 def test_the_torch_free_text_encoder_agrees_with_open_clip(spec):
@@ -132,6 +149,7 @@ def test_search_answers_without_importing_torch_and_like_torch(
     np.testing.assert_allclose(fast["scores"], [h.score for h in hits], atol=1e-3)
 
 
+@pytest.mark.backends
 def test_classify_results_agree_across_backends(cli, vit_args, tmp_path):
     images = [make_image(tmp_path / f"{c}.png", c, (90, 70)) for c in ("red", "navy", "gold")]
     runs = {}
