@@ -10,14 +10,16 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from clipcli import __version__
 from clipcli.errors import EXIT_FAILURE, ClipcliError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Click's exception family, whichever Click raises them: Typer 0.28 carries a copy of its own.
 ClickError: Any = next(
@@ -60,8 +62,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-stdout = Console()
-stderr = Console(stderr=True)
+
+
+@functools.cache
+def stdout() -> Console:
+    """Rich's console for tables; made on first use, so JSON output never imports Rich."""
+    from rich.console import Console
+
+    return Console()
+
+
+@functools.cache
+def stderr() -> Console:
+    """Rich's console for progress bars on an interactive stderr."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -127,7 +144,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def print_error(message: str, hint: str | None = None) -> None:
     line = f"error: {message}" + (f"; {hint}" if hint else "")
-    stderr.print(line, markup=False, highlight=False, soft_wrap=True)
+    _to_stderr(line)
 
 
 def click_error(exc: Any) -> tuple[str, str | None]:
@@ -139,12 +156,18 @@ def click_error(exc: Any) -> tuple[str, str | None]:
 
 
 def print_warning(message: str) -> None:
-    stderr.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    _to_stderr(f"warning: {message}")
+
+
+def _to_stderr(line: str) -> None:
+    """One plain line: no markup, no wrapping, whatever the terminal's width."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _version(value: bool) -> None:
     if value:
-        stdout.print(f"clipcli {__version__}")
+        print(f"clipcli {__version__}")
         raise typer.Exit()
 
 
@@ -204,7 +227,7 @@ def classify(
     if json_output:
         print(output.to_json(output.classifications_json(results)))
     else:
-        output.render_classifications(stdout, results)
+        output.render_classifications(stdout(), results)
     for result in results:
         if result.error is not None:
             print_error(f"{result.path}: {result.error}")
@@ -253,7 +276,7 @@ def index(
     if json_output:
         print(output.to_json(output.index_report_json(report)))
     else:
-        output.render_index_report(stdout, report)
+        output.render_index_report(stdout(), report)
         for skipped in report.skipped:
             print_warning(f"skipped {skipped.path}: {skipped.reason}")
 
@@ -279,7 +302,7 @@ def search(
     if json_output:
         print(output.to_json(output.search_json(found.hits)))
     else:
-        output.render_search(stdout, found.hits)
+        output.render_search(stdout(), found.hits)
     if found.missing == 1:
         print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
     elif found.missing:
