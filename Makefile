@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test test-avx2 lint format demo bench clean
 
 install: $(INSTALLED)
 
@@ -16,6 +16,19 @@ $(INSTALLED): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# The backend tests again on an emulated CPU with AVX2 and no AVX-512 or VNNI, whose int8
+# kernels most laptops run: numpy and ONNX Runtime read the CPU's features through CPUID, which
+# qemu-user emulates. Emulation is far too slow to time anything; agreement is what it checks.
+QEMU_CPU := Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid
+test-avx2: install
+	@if [ "$$(uname -m)" != x86_64 ]; then echo "test-avx2: an x86-64 machine is needed"; exit 0; fi; \
+	command -v qemu-x86_64 >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -qq qemu-user >/dev/null || \
+		{ $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq qemu-user >/dev/null; }; }; \
+	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -c "from clipcli import cpu; print('emulated cpu:', cpu.signature())"; \
+	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -m pytest -q -p no:cacheprovider -m backends
 
 lint: install
 	$(VENV)/bin/ruff check clipcli tests scripts

@@ -15,6 +15,14 @@ from clipcli.cli import app
 TEST_MODEL = "clipcli-shapes"
 
 
+def pytest_report_header() -> str:
+    """The CPU the backends were checked on: agreement and speed of ONNX Runtime's kernels
+    differ between AVX2, AVX-512 VNNI and ARM, so a failure is easier to place with it."""
+    from clipcli import cpu
+
+    return f"cpu: {cpu.signature()}"
+
+
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Exported models and label embeddings: deterministic, so tests may share them."""

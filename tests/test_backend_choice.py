@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from clipcli.backend_choice import fastest, job_seconds
+
+pytestmark = pytest.mark.backends  # pure logic: cheap on any CPU, emulated ones included
 
 
 def record(**changes) -> dict:
