@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clipcli.errors import UsageError, WeightsUnavailableError
-from clipcli.models import HF_HUB_PREFIX, ModelSpec, open_clip_registry
+from clipcli.models import HF_HUB_PREFIX, ModelSpec, open_clip_registry, torch_import_seconds
 from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
@@ -89,8 +89,8 @@ class Encoder:
     logit_scale: float = field(default=100.0)
     backend: str = "torch-fp32"
     image_runner: Callable[[np.ndarray], Embeddings] | None = None
-    # Seconds from nothing imported to the model ready, when this process had to import torch
-    # for it (None when torch was there already): what an everyday run saves by not loading it.
+    # Seconds to import torch and load the model, when this process started without torch (None
+    # when something had imported it already): what an everyday run saves by not loading it.
     cold_start_s: float | None = None
     # The shorter side the model's preprocessing resizes to (decoders may stop there).
     input_size: int = 224
@@ -141,8 +141,8 @@ def load_encoder(
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'", hint=f"use {', '.join(PRECISIONS)}")
-    started, cold = time.perf_counter(), "torch" not in sys.modules
     open_clip = open_clip_registry()
+    started = time.perf_counter()
     chosen = pick_device(device)
     if spec.pretrained_is_file and not os.path.isfile(spec.pretrained or ""):
         raise WeightsUnavailableError(f"{spec.pretrained}: weights file not found")
@@ -159,8 +159,9 @@ def load_encoder(
     encoder = Encoder(spec, model, preprocess, tokenizer, chosen, scale)
     size = getattr(model.visual, "image_size", 224)
     encoder.input_size = int(min(size) if isinstance(size, (tuple, list)) else size)
-    if cold:
-        encoder.cold_start_s = time.perf_counter() - started
+    imported = torch_import_seconds()
+    if imported is not None:  # this process started without torch: the whole start-up is known
+        encoder.cold_start_s = imported + time.perf_counter() - started
     _select_backend(encoder, precision, progress or NoProgress(), images)
     return encoder
 
@@ -236,12 +237,12 @@ def _select_backend(
                 hint="use --device cpu, and pip install onnxruntime if it is missing",
             )
         kind = "fp32" if precision == "onnx" else "int8"
-        _use_onnx(encoder, _checked_record(encoder, kind, progress), kind)
+        _use_onnx(encoder, _checked_record(encoder, kind, progress), kind, images)
     elif on_cpu:
         record = onnx_towers.cpu_record(onnx_towers.prepare_image_towers(encoder, progress))
         kind = backend_choice.fastest(record, images)
         if record is not None and kind != "torch":
-            _use_onnx(encoder, record, kind)
+            _use_onnx(encoder, record, kind, images)
 
 
 def _checked_record(encoder: Encoder, kind: str, progress: ProgressReporter) -> dict[str, Any]:
@@ -265,11 +266,11 @@ def _checked_record(encoder: Encoder, kind: str, progress: ProgressReporter) -> 
     return record
 
 
-def _use_onnx(encoder: Encoder, record: dict[str, Any], kind: str) -> None:
+def _use_onnx(encoder: Encoder, record: dict[str, Any], kind: str, images: int | None) -> None:
     from clipcli.export_cache import ExportFolder
     from clipcli.tower_checks import image_runner
 
-    encoder.image_runner = image_runner(ExportFolder.for_spec(encoder.spec), record, kind)
+    encoder.image_runner = image_runner(ExportFolder.for_spec(encoder.spec), record, kind, images)
     encoder.backend = f"onnx-{kind}"
     # The exported tower answers for images now; torch's copy of the same weights (350 MB for
     # ViT-B-32) would only double the memory an index run holds.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +48,26 @@ class ModelSpec:
         return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
 
 
+_torch_import_s: list[float] = []  # how long this process took to import open_clip and torch
+
+
 def open_clip_registry() -> Any:
     """open_clip with clipcli's own model configs registered."""
+    if "open_clip" not in sys.modules and "torch" not in sys.modules:
+        started = time.perf_counter()
+        import open_clip
+
+        _torch_import_s.append(time.perf_counter() - started)
     import open_clip
 
     if "clipcli-shapes" not in open_clip.list_models():
         open_clip.add_model_config(BUNDLED_CONFIG_DIR)
     return open_clip
+
+
+def torch_import_seconds() -> float | None:
+    """Seconds this process spent importing torch and open_clip, if it started without them."""
+    return _torch_import_s[0] if _torch_import_s else None
 
 
 def resolve_model_spec(model: str, pretrained: str | None) -> ModelSpec:

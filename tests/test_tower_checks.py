@@ -191,3 +191,19 @@ def test_a_few_images_skip_torch_even_where_it_is_faster_per_image(own_vit):
     )
     assert onnx_towers.exported_image_encoder(own_vit, images=4).backend == "onnx-fp32"
     assert onnx_towers.exported_image_encoder(own_vit, images=100_000) is None  # torch then
+
+
+def test_torch_start_up_is_timed_in_a_process_that_starts_without_it(random_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    spec = own_fingerprint(random_checkpoint, tmp_path)
+    code = (
+        "from clipcli.encoder import load_encoder\n"
+        "from clipcli.models import resolve_model_spec\n"
+        f"load_encoder(resolve_model_spec({spec.name!r}, {spec.pretrained!r}), 'cpu')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    torch = this_cpu(spec)["torch"]
+    assert torch["start_s"] != tower_checks.DEFAULT_TORCH_START_S  # measured, not assumed
+    assert torch["start_s"] > 0.2  # importing torch alone takes longer than that anywhere
