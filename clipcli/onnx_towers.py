@@ -20,7 +20,13 @@ import numpy as np
 
 from clipcli import backend_choice, cpu
 from clipcli.export_cache import ExportFolder
-from clipcli.onnx_sessions import Runner, batch_runner, onnxruntime_available, save_optimised
+from clipcli.onnx_sessions import (
+    Runner,
+    batch_runner,
+    onnxruntime_available,
+    save_optimised,
+    started,
+)
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.quiet import stderr_silenced
 from clipcli.tower_checks import (
@@ -223,13 +229,9 @@ def exported_image_encoder(
     from clipcli.pixels import PixelTransform  # Pillow: only when images are embedded
 
     transform = PixelTransform.from_dict(meta["pixels"])
-    return ExportedImageEncoder(
-        spec,
-        transform,
-        image_runner(folder, record, kind),
-        f"onnx-{kind}",
-        float(meta["logit_scale"]),
-    )
+    # The session opens while the first images decode (see onnx_sessions.started).
+    runner = started(lambda: image_runner(folder, record, kind, images))
+    return ExportedImageEncoder(spec, transform, runner, f"onnx-{kind}", float(meta["logit_scale"]))
 
 
 def _check_without_torch(
