@@ -22,6 +22,7 @@ from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import ClipcliError, IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
 from clipcli.models import ModelSpec, resolve_exported_spec
+from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import model_choice, precision_choice
 
@@ -302,6 +303,7 @@ def _encode(
     by_path = {file.path: (file, sha) for file, sha in work}
     encoded: list[str] = []
     failed: list[Skipped] = []
+    import_ahead("faiss")  # for the vector index at the end, while the images are embedded
     progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
     model = encoder.load(len(work))  # before the bar starts: its rate and ETA are the encoding's
     progress.advance(1)

@@ -15,6 +15,7 @@ from clipcli.catalog import CATALOG_FILE, Catalog
 from clipcli.encoder import Embeddings, Encoder, embed_files, full_model, load_image_encoder
 from clipcli.errors import IndexMissingError, UsageError
 from clipcli.models import ModelSpec
+from clipcli.preload import import_ahead
 from clipcli.prompts import RAW_QUERY, TextEmbeddingCache
 
 
@@ -54,6 +55,7 @@ def search_index(
         raise IndexMissingError(
             f"{folder}: no index here", hint="run `clipcli index DIR` first (or pass --index)"
         )
+    import_ahead("faiss")  # for the vector index, while the query is embedded
     with Catalog(folder, create=False) as catalog:
         model = catalog.model()
         if model is None or catalog.count() == 0:

@@ -234,6 +234,26 @@ def test_reindexing_an_exported_model_needs_no_torch_and_gives_the_same_vectors(
     np.testing.assert_allclose(stored, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("into", ["a new index", "the existing index"])
+def test_indexing_a_few_photos_with_the_model_named_needs_no_torch(
+    cli, vit_args, spec, photo_folder, tmp_path, into
+):
+    index = tmp_path / "index"
+    assert cli("index", photo_folder, "--index", index, *vit_args).exit_code == 0  # exported
+    edit_cpu_record(spec, torch={"rate": 0.0})  # an exported tower, whatever this CPU timed
+    new = tmp_path / "new"
+    for colour in ("orange", "purple", "teal", "olive"):
+        make_image(new / f"{colour}.png", colour, (120, 90))
+    target = tmp_path / "fresh" if into == "a new index" else index
+    added = without_torch(
+        "from clipcli.indexer import update_index\n"
+        f"report = update_index([Path({str(new)!r})], Path({str(target)!r}),"
+        f" model={spec.name!r}, pretrained={spec.pretrained!r})\n"
+        "result = report.added"
+    )
+    assert added == 4
+
+
 def test_with_a_gpu_possibly_present_the_model_is_loaded_to_let_torch_choose(spec, monkeypatch):
     from clipcli import encoder as encoder_module
 
