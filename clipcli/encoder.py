@@ -41,6 +41,8 @@ Embeddings = npt.NDArray[np.float32]
 # and ONNX int8 whose embeddings agree with torch fp32 to cosine >= 0.999 (checked and timed
 # once per model at export).
 PRECISIONS = ("auto", "fp32", "bf16", "onnx", "int8")
+# Decoded, preprocessed pixels waiting for the model, at most (one batch always may).
+AHEAD_BYTES = 256 * 2**20
 
 
 def pick_device(device: str) -> str:
@@ -392,17 +394,20 @@ def embed_files(
             width = encoder.encode_images(_stack([blank])).shape[1]
         return np.zeros((0, width), dtype=np.float32)
 
+    # Up to two batches decode ahead of the model, keeping every core busy, as long as their
+    # pixels fit in AHEAD_BYTES: --batch-size 512 of a 336-px model would otherwise hold 2 GB.
+    pixels_per_batch = batch_size * 3 * encoder.input_size**2 * 4
+    lookahead = max(1, min(2, AHEAD_BYTES // pixels_per_batch))
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def submit(batch: list[Path]) -> list[Future[Any]]:
             return [pool.submit(prepare, path) for path in batch]
 
-        # Two batches decoding ahead of the model keep every core busy without holding many images.
-        ahead = deque(submit(batch) for batch in batches[:2])
+        ahead = deque(submit(batch) for batch in batches[:lookahead])
         for i, batch in enumerate(batches):
             futures = ahead.popleft()
-            if i + 2 < len(batches):
-                ahead.append(submit(batches[i + 2]))
+            if i + lookahead < len(batches):
+                ahead.append(submit(batches[i + lookahead]))
             prepared = [future.result() for future in futures]
             good = [
                 (p, t) for p, t in zip(batch, prepared, strict=True) if not isinstance(t, Exception)
