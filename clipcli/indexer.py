@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcli import locks, onnx_towers, vector_index
+from clipcli import locks, text_tower, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import ClipcliError, IndexBusyError, ModelMismatchError, UsageError
@@ -105,7 +105,7 @@ def update_index(
         _apply(plan, catalog, encoder, batch_size, progress, report)
         vector_index.refresh(folder, catalog)
         if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
-            onnx_towers.prepare_fast_search(encoder.loaded)
+            text_tower.prepare_fast_search(encoder.loaded)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

@@ -1,17 +1,16 @@
-"""The model's image and text towers exported once to ONNX, and the torch-free encoders over them.
+"""The model's image tower exported once to ONNX, and the torch-free image encoder over it.
 
 Exports are cached per model fingerprint (export_cache.py). The image tower is exported in fp32,
 with calibration pixels and torch fp32's embeddings of them saved beside it; tower_checks.py
 measures, per CPU, how well and how fast fp32 and int8 run there, and backend_choice.py picks
-one for each job. The text tower plus the torch-free tokenizer let `clipcli search` answer
-without importing torch at all.
+one for each job. The text tower is text_tower.py's; the export helpers here serve both.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,6 @@ from clipcli import backend_choice, cpu
 from clipcli.export_cache import ExportFolder
 from clipcli.onnx_sessions import (
     Runner,
-    batch_runner,
     onnxruntime_available,
     save_optimised,
     started,
@@ -35,23 +33,19 @@ from clipcli.tower_checks import (
     check_this_cpu,
     image_runner,
     images_per_second,
-    lowest_cosine,
 )
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from clipcli.encoder import Embeddings, Encoder
+    from clipcli.encoder import Encoder
     from clipcli.models import ModelSpec
     from clipcli.pixels import PixelTransform
 
 OPSET = 17
-# A text tower run on only a query's tokens must give what the full context gives: CLIP's text
-# tower is causal and pools at the end-of-text token, so this holds to float rounding.
-TRIMMED_TEXT_MIN_COSINE = 0.99999
 
 
-def _export(
+def export_tower(
     module: Any, example: Any, path: Path, input_name: str, *, lengths: bool = False
 ) -> None:
     """torch.onnx.export with a dynamic batch axis, and a dynamic sequence axis if `lengths`."""
@@ -78,7 +72,7 @@ def _export(
     os.replace(tmp, path)
 
 
-def _finish(plain: Path) -> None:
+def finish(plain: Path) -> None:
     """Save the optimised graph that sessions load; the plain export is then not needed."""
     save_optimised(plain)
     plain.unlink()
@@ -127,7 +121,7 @@ def prepare_image_towers(
             try:
                 _export_image_tower(encoder, folder)
             except Exception as exc:  # an architecture the exporter cannot handle keeps torch
-                _record_failure(folder, exc, "image_export_error")
+                record_failure(folder, exc, "image_export_error")
                 progress.advance(1)
                 return folder.read_meta()
         check_this_cpu(
@@ -144,9 +138,9 @@ def _export_image_tower(encoder: Encoder, folder: ExportFolder) -> None:
     images = calibration_images(encoder.input_size)
     pixels = torch.stack([encoder.preprocess(image) for image in images])
     with _patches_as_matmul(encoder.model):
-        tower = _tower(encoder.model, "encode_image")
-        _export(tower, pixels[:2], folder.tower("image-fp32"), "pixels")
-    _finish(folder.tower("image-fp32"))
+        tower = tower_module(encoder.model, "encode_image")
+        export_tower(tower, pixels[:2], folder.tower("image-fp32"), "pixels")
+    finish(folder.tower("image-fp32"))
     folder.save_calibration(pixels.numpy(), encoder.encode_images_torch(pixels))
     folder.update_meta(image_exported=True, **_torch_free_inputs(encoder, images))
 
@@ -244,207 +238,8 @@ def _check_without_torch(
         return cpu_record(meta) or check_this_cpu(folder, meta, None, progress)
 
 
-def _record_failure(folder: ExportFolder, exc: Exception, key: str, **also: Any) -> None:
+def record_failure(folder: ExportFolder, exc: Exception, key: str, **also: Any) -> None:
     folder.update_meta(**also, **{key: f"{type(exc).__name__}: {str(exc)[:200]}"})
-
-
-def ensure_text_tower(encoder: Encoder) -> bool:
-    """Export the text tower and a torch-free tokenizer; True when both agree with open_clip."""
-    from clipcli.tokenizer import FastTokenizer, matches_open_clip
-
-    folder = ExportFolder.for_spec(encoder.spec)
-    with folder.writing() as meta:
-        if "text_ok" in meta:
-            return bool(meta["text_ok"])
-        tokenizer = encoder.tokenizer
-        if not hasattr(tokenizer, "bpe_ranks") or getattr(tokenizer, "reduction_fn", None):
-            folder.update_meta(text_ok=False)  # not CLIP's BPE tokenizer: keep the torch path
-            return False
-        FastTokenizer.save_open_clip(tokenizer, folder.tokenizer)
-        fast = FastTokenizer.load(folder.tokenizer)  # what searches will use, as saved
-        texts = ["a photo of a horse.", "a diagram", "x", "word " * 100]
-        expected = encoder.encode_texts(texts)
-        trimmed = _export_trimmed_text_tower(encoder, folder, fast, texts, expected)
-        if not trimmed:
-            tokens = tokenizer(["a photo of a horse.", "a diagram"])
-            tower = _tower(encoder.model, "encode_text")
-            _export(tower, tokens, folder.tower("text-fp32"), "tokens")
-            _finish(folder.tower("text-fp32"))
-        run = batch_runner(folder.tower("text-fp32"), prepack=False)
-        cosine = lowest_cosine(expected, run(_trim(fast(texts), fast.eot, trimmed)))
-        ok = matches_open_clip(fast, tokenizer) and cosine >= backend_choice.AUTO_MIN_COSINE
-        folder.update_meta(text_ok=ok, text_fp32_cosine=cosine, text_trimmed=trimmed)
-        return ok
-
-
-def _export_trimmed_text_tower(
-    encoder: Encoder,
-    folder: ExportFolder,
-    fast: Any,
-    texts: list[str],
-    expected: Embeddings,
-) -> bool:
-    """Export the text tower for any sequence length, if the model's tower allows it and the
-    export run on each text's own tokens agrees with open_clip on the full context."""
-    tower = _trimmable_text_tower(encoder.model)
-    if tower is None:
-        return False
-    path = folder.tower("text-fp32")
-    try:
-        with _attention_traceable(encoder.model):
-            _export(
-                tower,
-                encoder.tokenizer(["a photo of a horse."])[:, :9],
-                path,
-                "tokens",
-                lengths=True,
-            )
-        _finish(path)
-        run = batch_runner(path, prepack=False)
-        tokens = fast(texts)
-        one_by_one = np.concatenate(
-            [run(_trim(tokens[i : i + 1], fast.eot, True)) for i in range(len(texts))]
-        )
-        agrees = lowest_cosine(expected, one_by_one) >= TRIMMED_TEXT_MIN_COSINE
-    except Exception:  # the exporter or ONNX Runtime cannot: the full-length export is made
-        agrees = False
-    if not agrees:
-        folder.remove_graph(path)
-        path.unlink(missing_ok=True)
-    return agrees
-
-
-def _trim(tokens: np.ndarray, eot: int, trimmed: bool) -> np.ndarray:
-    """Tokens cut after the last end-of-text token of the batch, for a trimmed text tower."""
-    if not trimmed:
-        return tokens
-    ends = np.argmax(tokens == eot, axis=1)
-    return np.ascontiguousarray(tokens[:, : int(ends.max()) + 1])
-
-
-def prepare_fast_search(encoder: Encoder | ExportedImageEncoder) -> None:
-    """Export the text tower and tokenizer once, so later searches can skip torch entirely."""
-    if isinstance(encoder, ExportedImageEncoder):
-        return  # no model loaded to export from; the first search that loads one does it
-    if encoder.device != "cpu" or not onnxruntime_available():
-        return
-    # An optimisation only: a model the exporter cannot handle keeps the torch search path.
-    try:
-        ensure_text_tower(encoder)
-    except Exception as exc:
-        _record_failure(
-            ExportFolder.for_spec(encoder.spec), exc, "text_export_error", text_ok=False
-        )
-
-
-def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | None:
-    """A torch-free text encoder for an exported, verified model; None when there is none."""
-    folder = ExportFolder.for_spec(spec)
-    meta = folder.read_meta()
-    if not meta.get("text_ok") or not onnxruntime_available() or not folder.graphs_present(meta):
-        return None
-    from clipcli.tokenizer import FastTokenizer
-
-    try:
-        tokenize = FastTokenizer.load(folder.tokenizer)
-    except (OSError, ValueError, KeyError, TypeError):  # damaged cache: the torch path still works
-        return None
-    # One query: laying the weights out for batched kernels would cost more than it saves.
-    run = batch_runner(folder.tower("text-fp32"), prepack=False)
-    trimmed = bool(meta.get("text_trimmed"))
-    return lambda texts: run(_trim(tokenize(texts), tokenize.eot, trimmed))
-
-
-def _trimmable_text_tower(model: Any) -> Any | None:
-    """open_clip's CLIP.encode_text over however many tokens it is given, or None for a text
-    tower where fewer tokens would not give the same answer (no causal mask, last-token
-    pooling) or that is laid out otherwise (CustomTextCLIP, CoCa, Hugging Face towers)."""
-    import torch
-    from open_clip.transformer import text_global_pool
-
-    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
-    if not all(getattr(model, name, None) is not None for name in needed):
-        return None
-    pool = getattr(model, "text_pool_type", "argmax")
-    if pool not in ("argmax", "eos", "first"):
-        return None
-
-    class TrimmedText(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, text: Any) -> Any:
-            length = text.shape[1]
-            x = model.token_embedding(text) + model.positional_embedding[:length]
-            x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-            x = model.ln_final(x)
-            x = text_global_pool(x, text, pool, eos_token_id=getattr(model, "text_eos_id", None))
-            projection = model.text_projection
-            if isinstance(projection, torch.nn.Linear):
-                x = projection(x)
-            elif projection is not None:
-                x = x @ projection
-            return x
-
-    return TrimmedText().eval()
-
-
-@contextlib.contextmanager
-def _attention_traceable(model: Any) -> Iterator[None]:
-    """While exporting, each self-attention runs as plain matrix products shaped by its input.
-
-    nn.MultiheadAttention's own code reshapes by the sequence length as a number, which the
-    exporter freezes at the example's length; these products follow whatever length comes.
-    """
-    swapped = []
-    for block in getattr(getattr(model, "transformer", None), "resblocks", []):
-        attention = getattr(block, "attn", None)
-        if _plain_self_attention(attention):
-            swapped.append((block, attention))
-            block.attn = _plain_attention(attention)
-    try:
-        yield
-    finally:
-        for block, attention in swapped:
-            block.attn = attention
-
-
-def _plain_self_attention(module: Any) -> bool:
-    import torch
-
-    return (
-        isinstance(module, torch.nn.MultiheadAttention)
-        and module._qkv_same_embed_dim
-        and module.in_proj_weight is not None
-        and module.bias_k is None
-        and not module.add_zero_attn
-    )
-
-
-def _plain_attention(attention: Any) -> Any:
-    """nn.MultiheadAttention's self-attention, with reshapes the exporter keeps dynamic."""
-    import torch
-
-    linear = torch.nn.functional.linear
-
-    class PlainAttention(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = attention
-
-        def forward(self, query: Any, key: Any, value: Any, **kwargs: Any) -> Any:
-            mha, mask = self.inner, kwargs.get("attn_mask")
-            x = query if mha.batch_first else query.transpose(0, 1)  # [batch, length, width]
-            qkv = linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, -1)
-            q, k, v = (t.unflatten(-1, (mha.num_heads, mha.head_dim)).transpose(1, 2) for t in qkv)
-            scores = (q * mha.head_dim**-0.5) @ k.transpose(-2, -1)
-            if mask is not None:
-                scores = scores + mask
-            out = mha.out_proj((scores.softmax(dim=-1) @ v).transpose(1, 2).flatten(2))
-            return (out if mha.batch_first else out.transpose(0, 1)), None
-
-    return PlainAttention()
 
 
 @contextlib.contextmanager
@@ -497,7 +292,7 @@ def _is_patch_embedding(conv: Any) -> bool:
     )
 
 
-def _tower(model: Any, method: str) -> Any:
+def tower_module(model: Any, method: str) -> Any:
     """A torch module whose forward is one of the model's encode methods, for the exporter."""
     import torch
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from clipcli import onnx_towers, vector_index
+from clipcli import text_tower, vector_index
 from clipcli.catalog import CATALOG_FILE, Catalog
 from clipcli.encoder import Embeddings, Encoder, embed_files, full_model, load_image_encoder
 from clipcli.errors import IndexMissingError, UsageError
@@ -137,9 +137,9 @@ def _cached_text(
 def _embed_text(
     spec: ModelSpec, query: str, device: str, model: Callable[[], Encoder]
 ) -> Embeddings:
-    fast = onnx_towers.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
+    fast = text_tower.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
     if fast is not None:
         return fast([query])[0]
     encoder = model()
-    onnx_towers.prepare_fast_search(encoder)  # so that the next search is fast
+    text_tower.prepare_fast_search(encoder)  # so that the next search is fast
     return encoder.encode_texts([query])[0]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import TEST_MODEL, edit_cpu_record, make_image, own_fingerprint, without_torch
 
-from clipcli import onnx_towers
+from clipcli import onnx_towers, text_tower
 from clipcli.encoder import load_encoder
 from clipcli.errors import UsageError
 from clipcli.models import ModelSpec
@@ -105,8 +105,8 @@ def test_ascii_text_is_split_by_re_exactly_as_by_regex(saved_tokenizer):
 
 def test_the_torch_free_text_encoder_agrees_with_open_clip(spec):
     encoder = load_encoder(spec, "cpu", "fp32")
-    onnx_towers.prepare_fast_search(encoder)
-    fast = onnx_towers.fast_text_encoder(spec)
+    text_tower.prepare_fast_search(encoder)
+    fast = text_tower.fast_text_encoder(spec)
     assert fast is not None
     queries = ["a horse", "A photo of a RED square!", "l'été à Paris", "x" * 300]
     assert cosines(fast(queries), encoder.encode_texts(queries)).min() >= 0.999
@@ -116,14 +116,14 @@ def test_the_torch_free_text_encoder_agrees_with_open_clip(spec):
 
 
 def test_the_text_tower_runs_on_the_query_tokens_only(spec):
-    onnx_towers.prepare_fast_search(load_encoder(spec, "cpu", "fp32"))
+    text_tower.prepare_fast_search(load_encoder(spec, "cpu", "fp32"))
     assert onnx_towers.ExportFolder.for_spec(spec).read_meta()["text_trimmed"] is True
     eot = 49407
     tokens = np.zeros((2, 32), dtype=np.int64)
     tokens[0, :3] = [49406, 320, eot]
     tokens[1, :5] = [49406, 320, 1929, 530, eot]
-    assert onnx_towers._trim(tokens, eot, True).shape == (2, 5)
-    assert onnx_towers._trim(tokens, eot, False).shape == (2, 32)
+    assert text_tower._trim(tokens, eot, True).shape == (2, 5)
+    assert text_tower._trim(tokens, eot, False).shape == (2, 32)
 
 
 def test_search_answers_without_importing_torch_and_like_torch(
@@ -181,7 +181,7 @@ def test_a_model_the_exporter_cannot_handle_keeps_torch_and_is_not_retried(
         attempts.append(args)
         raise RuntimeError("operator not supported")
 
-    monkeypatch.setattr(onnx_towers, "_export", failing_export)
+    monkeypatch.setattr(onnx_towers, "export_tower", failing_export)
     assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
     assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
     assert len(attempts) == 1
@@ -257,7 +257,7 @@ def test_indexing_a_few_photos_with_the_model_named_needs_no_torch(
 def test_with_a_gpu_possibly_present_the_model_is_loaded_to_let_torch_choose(spec, monkeypatch):
     from clipcli import encoder as encoder_module
 
-    onnx_towers.prepare_fast_search(load_encoder(spec, "cpu", "auto"))  # both towers exported
+    text_tower.prepare_fast_search(load_encoder(spec, "cpu", "auto"))  # both towers exported
     edit_cpu_record(spec, torch={"rate": 0.0})
     assert isinstance(
         encoder_module.load_image_encoder(spec, "cpu"), onnx_towers.ExportedImageEncoder
@@ -280,7 +280,7 @@ def test_a_pruned_export_is_made_again_instead_of_failing(
     for weights in folder.path.glob("*.weights"):
         weights.unlink()  # e.g. a cache cleaner that removes large files
     assert onnx_towers.exported_image_encoder(spec) is None
-    assert onnx_towers.fast_text_encoder(spec) is None
+    assert text_tower.fast_text_encoder(spec) is None
 
     result, hits = cli.json("search", "a red square", "--index", index)
     assert result.exit_code == 0, result.stderr
