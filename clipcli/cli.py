@@ -61,6 +61,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's own help layout: Rich's would read every help text as markup, and lose the
+    # "[env: CLIPCLI_MODEL; ...]" of the options that have one.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

@@ -1,0 +1,29 @@
+"""`--help` and `-h`: every command's options, with the environment variables and defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.mark.parametrize("command", [[], ["classify"], ["index"], ["search"]], ids=str)
+def test_dash_h_is_help_everywhere(cli, command):
+    result = cli(*command, "-h")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(" ".join(["Usage: clipcli", *command]) + " [OPTIONS]")
+    assert result.stdout == cli(*command, "--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("classify", "[env: CLIPCLI_MODEL; default ViT-B-32-256]"),
+        ("classify", "[env: CLIPCLI_PRETRAINED]"),
+        ("classify", "[env: CLIPCLI_PRECISION; default auto: the fastest backend that agrees"),
+        ("index", "[env: CLIPCLI_INDEX; default: per-user data folder]"),
+        ("search", "[env: CLIPCLI_INDEX; default: per-user data folder]"),
+    ],
+)
+def test_help_shows_environment_variables_and_defaults(cli, command, says):
+    result = cli(command, "--help")
+    assert result.exit_code == 0
+    assert says in " ".join(result.stdout.split())  # however the lines are wrapped
