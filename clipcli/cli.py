@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from clipcli import __version__
 from clipcli.errors import EXIT_FAILURE, ClipcliError
+from clipcli.literal import shown
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -164,8 +165,9 @@ def print_warning(message: str) -> None:
 
 
 def _to_stderr(line: str) -> None:
-    """One plain line: no markup, no wrapping, whatever the terminal's width."""
-    sys.stderr.write(line + "\n")
+    """One plain line: no markup, no wrapping, whatever the terminal's width, and the
+    newlines or control characters of a path escaped, so that it stays one line."""
+    sys.stderr.write(shown(line) + "\n")
     sys.stderr.flush()
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from clipcli.literal import unicode_safe_data
 from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ BAR_WIDTH = 24
 
 
 def to_json(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    return json.dumps(unicode_safe_data(data), indent=2, ensure_ascii=False)
 
 
 def classifications_json(results: Sequence[Classification]) -> list[dict[str, Any]]:

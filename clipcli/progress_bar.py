@@ -33,7 +33,7 @@ class RichProgress:
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # drawn as written
             BarColumn(),
             MofNCompleteColumn(),
             RateColumn(),
