@@ -282,7 +282,7 @@ def index(
     if json_output:
         print(output.to_json(output.index_report_json(report)))
     else:
-        output.render_index_report(stdout(), report)
+        output.write_index_report(report, sys.stdout, stdout)
         for skipped in report.skipped:
             print_warning(f"skipped {skipped.path}: {skipped.reason}")
 

@@ -10,9 +10,9 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
-from clipcli.literal import unicode_safe_data
+from clipcli.literal import shown, unicode_safe_data
 from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
@@ -87,13 +87,31 @@ def render_search(console: Console, hits: Sequence[SearchHit]) -> None:
     console.print(table)
 
 
-def render_index_report(console: Console, report: IndexReport) -> None:
-    console.print(
-        f"[bold]{report.total}[/bold] images in {report.index} ({report.model}): "
+def index_summary(report: IndexReport) -> tuple[str, str]:
+    """The one-line summary of an index run, as the count and the words after it."""
+    noun = "image" if report.total == 1 else "images"
+    return str(report.total), (
+        f" {noun} in {shown(report.index)} ({shown(report.model)}): "
         f"{report.added} added, {report.updated} updated, {report.moved} moved, "
         f"{report.removed} removed, {report.unchanged} unchanged, "
         f"{len(report.skipped)} skipped in {report.seconds:.1f}s"
     )
+
+
+def write_index_report(report: IndexReport, out: TextIO, console: Callable[[], Console]) -> None:
+    """The summary as one line, never wrapped; its count in bold on a terminal."""
+    count, words = index_summary(report)
+    if not is_terminal(out):
+        out.write(count + words + "\n")
+        return
+    from rich.text import Text
+
+    console().print(Text.assemble((count, "bold"), words), soft_wrap=True)
+
+
+def is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 @contextmanager
