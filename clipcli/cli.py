@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from clipcli import __version__
 from clipcli.errors import EXIT_FAILURE, ClipcliError
 from clipcli.literal import shown
+from clipcli.output import Format
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,10 +72,11 @@ app = typer.Typer(
 
 @functools.cache
 def stdout() -> Console:
-    """Rich's console for tables; made on first use, so JSON output never imports Rich."""
+    """Rich's console for tables; made on first use, so other formats never import Rich.
+    Whatever it is given is drawn literally: no markup, no emoji codes, no highlighting."""
     from rich.console import Console
 
-    return Console()
+    return Console(markup=False, emoji=False, highlight=False)
 
 
 @functools.cache
@@ -118,7 +120,17 @@ DeviceOption = Annotated[
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Images per forward pass.", show_default=True)
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (--format json).")]
+FormatOption = Annotated[
+    Format | None,
+    typer.Option(
+        "--format",
+        help="How to print the results (README.md defines each). [default: table on a "
+        "terminal, plain otherwise]",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
 PrecisionOption = Annotated[
     str | None,
     typer.Option(
@@ -203,6 +215,7 @@ def classify(
         typer.Option("--templates", help="Prompt templates: a name in prompts/ or a file path."),
     ] = "default",
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels to show per image.")] = 5,
+    form: FormatOption = None,
     json_output: JsonOption = False,
     model: ModelOption = None,
     pretrained: PretrainedOption = None,
@@ -215,9 +228,10 @@ def classify(
     from clipcli.classifier import classify_paths, failed
     from clipcli.prompts import load_templates, parse_labels
 
+    chosen = output.choose_format(form, json_output, sys.stdout)
     label_list = parse_labels(labels, labels_file)
     template_set = load_templates(templates)
-    with output.progress_for(stderr, enabled=not json_output) as progress:
+    with output.progress_for(stderr, enabled=chosen is not Format.json) as progress:
         results = classify_paths(
             paths,
             label_list,
@@ -230,10 +244,7 @@ def classify(
             top_k=top_k,
             progress=progress,
         )
-    if json_output:
-        print(output.to_json(output.classifications_json(results)))
-    else:
-        output.render_classifications(stdout(), results)
+    output.write_classifications(chosen, results, sys.stdout, stdout)
     for result in results:
         if result.error is not None:
             print_error(f"{result.path}: {result.error}")
@@ -280,7 +291,7 @@ def index(
             progress=progress,
         )
     if json_output:
-        print(output.to_json(output.index_report_json(report)))
+        sys.stdout.write(output.to_json(output.index_report_json(report)) + "\n")
     else:
         output.write_index_report(report, sys.stdout, stdout)
         for skipped in report.skipped:
@@ -296,6 +307,7 @@ def search(
     ] = None,
     index_dir: IndexOption = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Number of results.")] = 10,
+    form: FormatOption = None,
     json_output: JsonOption = False,
     device: DeviceOption = "auto",
 ) -> None:
@@ -304,11 +316,9 @@ def search(
     from clipcli.searcher import search_index
     from clipcli.settings import index_dir as resolve_index
 
+    chosen = output.choose_format(form, json_output, sys.stdout)
     found = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
-    if json_output:
-        print(output.to_json(output.search_json(found.hits)))
-    else:
-        output.render_search(stdout(), found.hits)
+    output.write_search(chosen, found.hits, sys.stdout, stdout)
     if found.missing == 1:
         print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
     elif found.missing:

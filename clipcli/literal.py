@@ -43,6 +43,12 @@ def shown(text: str) -> str:
     return "".join(_char(c) if unicodedata.category(c) in _UNSAFE else c for c in text)
 
 
+def escaped(text: str) -> str:
+    """`text` for the line formats (plain, tsv, paths one per line): as `shown`, and a
+    backslash doubled, so that the escapes read back to exactly the original bytes."""
+    return shown(text.replace("\\", "\\\\"))
+
+
 def unicode_safe(text: str) -> str:
     """`text` for JSON and CSV, which can hold any character but not an undecodable byte:
     each such byte becomes `\\xNN` (as Python's backslashreplace writes it)."""

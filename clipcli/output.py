@@ -1,29 +1,66 @@
-"""Rendering results: Rich tables for people, JSON (the documented shapes) for scripts.
+"""Writing results: the formats of `--format` (README.md defines each), for people and scripts.
 
-Rich is imported only where a table or a bar is drawn: JSON output, which scripts and cold
-searches print, does without its 50-90 ms of imports.
+The line formats (plain, tsv, csv, jsonl, json) are written straight to the stream, one result
+per line where the format has lines, never wrapped or padded. Tables are drawn with Rich
+(tables.py), which is imported only then: JSON and the line formats, which scripts and cold
+searches print, do without its 50-90 ms of imports.
 """
 
 from __future__ import annotations
 
+import csv
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from enum import Enum
 from typing import TYPE_CHECKING, Any, TextIO
 
-from clipcli.literal import shown, unicode_safe_data
+from clipcli.errors import UsageError
+from clipcli.literal import escaped, shown, unicode_safe_data
 from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
     from clipcli.classifier import Classification
     from clipcli.indexer import IndexReport
     from clipcli.searcher import SearchHit
 
-BAR_WIDTH = 24
+
+class Format(str, Enum):
+    table = "table"
+    plain = "plain"
+    tsv = "tsv"
+    csv = "csv"
+    jsonl = "jsonl"
+    json = "json"
+
+
+CLASSIFY_COLUMNS = ["path", "rank", "label", "score", "similarity", "error"]
+SEARCH_COLUMNS = ["rank", "path", "score"]
+
+
+def choose_format(asked: Format | None, json_flag: bool, stream: TextIO) -> Format:
+    """The format to write: `--format`, or `--json`, else a table on a terminal and plain
+    lines everywhere else (pipes, files, CI)."""
+    if json_flag:
+        if asked not in (None, Format.json):
+            raise UsageError(
+                f"--json and --format {asked.value} ask for two formats", hint="give one of them"
+            )
+        return Format.json
+    if asked is not None:
+        return asked
+    return Format.table if is_terminal(stream) else Format.plain
+
+
+def is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+# -- the JSON shapes (the documented contract) -------------------------------------------------
 
 
 def to_json(data: Any) -> str:
@@ -52,39 +89,83 @@ def search_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
     return [asdict(hit) for hit in hits]
 
 
-def _bar(fraction: float) -> str:
-    filled = round(max(0.0, min(1.0, fraction)) * BAR_WIDTH)
-    return "█" * filled + "░" * (BAR_WIDTH - filled)
+# -- writing each format -------------------------------------------------------------------------
 
 
-def render_classifications(console: Console, results: Sequence[Classification]) -> None:
+def write_classifications(
+    form: Format, results: Sequence[Classification], out: TextIO, console: Callable[[], Console]
+) -> None:
+    """`results` in `form`; errors and empty folders are left to stderr, except in the formats
+    that carry every entry of the JSON (json, jsonl, tsv, csv)."""
+    if form is Format.table:
+        from clipcli import tables
+
+        tables.render_classifications(console(), results)
+    elif form is Format.json:
+        out.write(to_json(classifications_json(results)) + "\n")
+    elif form is Format.jsonl:
+        _write_jsonl(out, classifications_json(results))
+    elif form is Format.plain:
+        for result in results:
+            for prediction in result.predictions or []:
+                out.write(
+                    f"{escaped(result.path)}\t{escaped(prediction.label)}\t{prediction.score:.3f}\n"
+                )
+    else:
+        _write_rows(form, out, CLASSIFY_COLUMNS, _classification_rows(results))
+
+
+def _classification_rows(results: Sequence[Classification]) -> Iterator[list[Any]]:
     for result in results:
-        if result.predictions is None:
-            continue  # errors and warnings are reported on stderr by the caller
-        table = _table(title=result.path, title_justify="left", show_edge=False)
-        table.add_column("label")
-        table.add_column("probability", justify="right")
-        table.add_column("", no_wrap=True)
-        table.add_column("cosine", justify="right", style="dim")
-        for prediction in result.predictions or []:
-            table.add_row(
+        if result.error is not None:
+            yield [result.path, "", "", "", "", result.error]
+        for rank, prediction in enumerate(result.predictions or [], 1):
+            yield [
+                result.path,
+                rank,
                 prediction.label,
-                f"{prediction.score:6.1%}",
-                f"[green]{_bar(prediction.score)}[/green]",
-                f"{prediction.similarity:.3f}",
-            )
-        console.print(table)
-        console.print()
+                repr(prediction.score),
+                repr(prediction.similarity),
+                "",
+            ]
 
 
-def render_search(console: Console, hits: Sequence[SearchHit]) -> None:
-    table = _table(show_edge=False)
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    table.add_column("path", overflow="fold")
-    for hit in hits:
-        table.add_row(str(hit.rank), f"{hit.score:.3f}", hit.path)
-    console.print(table)
+def write_search(
+    form: Format, hits: Sequence[SearchHit], out: TextIO, console: Callable[[], Console]
+) -> None:
+    """The hits, best first, in `form`."""
+    if form is Format.table:
+        from clipcli import tables
+
+        tables.render_search(console(), hits)
+    elif form is Format.json:
+        out.write(to_json(search_json(hits)) + "\n")
+    elif form is Format.jsonl:
+        _write_jsonl(out, search_json(hits))
+    elif form is Format.plain:
+        for hit in hits:
+            out.write(f"{escaped(hit.path)}\t{hit.score:.3f}\n")
+    else:
+        rows = ([hit.rank, hit.path, repr(hit.score)] for hit in hits)
+        _write_rows(form, out, SEARCH_COLUMNS, rows)
+
+
+def _write_jsonl(out: TextIO, entries: Iterable[dict[str, Any]]) -> None:
+    for entry in entries:
+        out.write(json.dumps(unicode_safe_data(entry), ensure_ascii=False) + "\n")
+
+
+def _write_rows(form: Format, out: TextIO, header: list[str], rows: Iterable[list[Any]]) -> None:
+    """tsv: fields escaped, so that a row is always one line; csv: quoted as the csv module
+    does (a field may then span lines), with undecodable bytes as `\\xNN`."""
+    if form is Format.tsv:
+        out.write("\t".join(header) + "\n")
+        for row in rows:
+            out.write("\t".join(escaped(str(field)) for field in row) + "\n")
+        return
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(unicode_safe_data(row) for row in rows)
 
 
 def index_summary(report: IndexReport) -> tuple[str, str]:
@@ -100,18 +181,12 @@ def index_summary(report: IndexReport) -> tuple[str, str]:
 
 def write_index_report(report: IndexReport, out: TextIO, console: Callable[[], Console]) -> None:
     """The summary as one line, never wrapped; its count in bold on a terminal."""
-    count, words = index_summary(report)
     if not is_terminal(out):
-        out.write(count + words + "\n")
+        out.write("".join(index_summary(report)) + "\n")
         return
-    from rich.text import Text
+    from clipcli import tables
 
-    console().print(Text.assemble((count, "bold"), words), soft_wrap=True)
-
-
-def is_terminal(stream: TextIO) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    tables.render_summary(console(), *index_summary(report))
 
 
 @contextmanager
@@ -124,9 +199,3 @@ def progress_for(console: Callable[[], Console], *, enabled: bool) -> Iterator[P
 
     with RichProgress(console()) as progress:
         yield progress
-
-
-def _table(**options: Any) -> Table:
-    from rich.table import Table
-
-    return Table(**options)

@@ -224,6 +224,19 @@ CASES = [
         id="classify-empty-folder",
         process=True,
     ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a", "--json", "--format", "csv", *s.model],
+        USAGE,
+        "error: --json and --format csv ask for two formats; give one of them",
+        id="classify-json-and-another-format",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a", "--format", "xml", *s.model],
+        USAGE,
+        "error: invalid value for '--format': 'xml' is not one of 'table', 'plain', 'tsv', "
+        "'csv', 'jsonl', 'json'",
+        id="classify-unknown-format",
+    ),
     # -- index ------------------------------------------------------------------------------
     case(
         lambda s: ["index", s.tmp / "no-such-folder", "--index", s.tmp / "new", *s.model],

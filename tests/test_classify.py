@@ -65,11 +65,13 @@ def test_unreadable_and_missing_paths_become_error_entries_and_exit_1(cli, model
 
 def test_table_output_names_each_image_and_label(cli, model_args, tmp_path):
     image = make_image(tmp_path / "pic.png", "red")
-    result = cli("classify", image, "--labels", "sunset,kitten", *model_args)
+    result = cli("classify", image, "--labels", "sunset,kitten", "--format", "table", *model_args)
     assert result.exit_code == 0
-    assert "pic.png" in result.stdout
-    assert "sunset" in result.stdout and "kitten" in result.stdout
-    assert "%" in result.stdout
+    path, header, _, *rows, blank = result.stdout.splitlines()
+    assert (path, blank) == (str(image), "")
+    assert header.split() == ["label", "┃", "probability", "┃", "┃", "cosine"]
+    assert sorted(row.split()[0] for row in rows) == ["kitten", "sunset"]
+    assert all(row.split()[2].endswith("%") for row in rows)
 
 
 def test_labels_file_adds_to_labels_ignoring_blanks_comments_and_repeats(cli, model_args, tmp_path):
@@ -170,6 +172,7 @@ def test_help_lists_the_documented_flags(cli):
         "--templates",
         "--top-k",
         "--json",
+        "--format",
         "--model",
         "--pretrained",
         "--device",

@@ -21,6 +21,8 @@ def test_dash_h_is_help_everywhere(cli, command):
         ("classify", "[env: CLIPCLI_PRECISION; default auto: the fastest backend that agrees"),
         ("index", "[env: CLIPCLI_INDEX; default: per-user data folder]"),
         ("search", "[env: CLIPCLI_INDEX; default: per-user data folder]"),
+        ("search", "[default: table on a terminal, plain otherwise]"),
+        ("classify", "<table|plain|tsv|csv|jsonl|json>"),
     ],
 )
 def test_help_shows_environment_variables_and_defaults(cli, command, says):
