@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from clipcli import __version__
-from clipcli.errors import EXIT_FAILURE, ClipcliError
+from clipcli.errors import EXIT_FAILURE, ClipcliError, UsageError
 from clipcli.literal import shown
 from clipcli.output import Format
 
@@ -309,6 +309,15 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Number of results.")] = 10,
     form: FormatOption = None,
     json_output: JsonOption = False,
+    paths_only: Annotated[
+        bool, typer.Option("--paths-only", help="Print only the paths, one per line.")
+    ] = False,
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null", "-0", help="Only the paths, each ended by a NUL byte (for xargs -0)."
+        ),
+    ] = False,
     device: DeviceOption = "auto",
 ) -> None:
     """Find the indexed photos closest to a text query or an example image."""
@@ -316,9 +325,17 @@ def search(
     from clipcli.searcher import search_index
     from clipcli.settings import index_dir as resolve_index
 
+    if (paths_only or null) and (form is not None or json_output):
+        raise UsageError(
+            f"{'-0' if null else '--paths-only'} prints the paths alone",
+            hint="leave out --format and --json",
+        )
     chosen = output.choose_format(form, json_output, sys.stdout)
     found = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
-    output.write_search(chosen, found.hits, sys.stdout, stdout)
+    if paths_only or null:
+        output.write_paths(found.hits, sys.stdout, null=null)
+    else:
+        output.write_search(chosen, found.hits, sys.stdout, stdout)
     if found.missing == 1:
         print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
     elif found.missing:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -148,6 +149,20 @@ def write_search(
     else:
         rows = ([hit.rank, hit.path, repr(hit.score)] for hit in hits)
         _write_rows(form, out, SEARCH_COLUMNS, rows)
+
+
+def write_paths(hits: Sequence[SearchHit], out: TextIO, *, null: bool) -> None:
+    """Only the paths: one a line (escaped as in plain), or with `null` each followed by a NUL
+    byte and written byte for byte as the file system has it, for `xargs -0`."""
+    if not null:
+        for hit in hits:
+            out.write(escaped(hit.path) + "\n")
+        return
+    out.flush()  # what the text layer holds goes first
+    binary = out.buffer
+    for hit in hits:
+        binary.write(os.fsencode(hit.path) + b"\0")
+    binary.flush()
 
 
 def _write_jsonl(out: TextIO, entries: Iterable[dict[str, Any]]) -> None:

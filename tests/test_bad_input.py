@@ -309,6 +309,18 @@ CASES = [
         id="search-image-not-an-image",
     ),
     case(
+        lambda s: ["search", "a red square", "--index", s.index(), "--paths-only", "--json"],
+        USAGE,
+        "error: --paths-only prints the paths alone; leave out --format and --json",
+        id="search-paths-only-and-json",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.index(), "-0", "--format", "plain"],
+        USAGE,
+        "error: -0 prints the paths alone; leave out --format and --json",
+        id="search-null-and-a-format",
+    ),
+    case(
         lambda s: ["search", "a red square", "--index", s.garbage_catalog()],
         RUNTIME,
         "error: {tmp}/index/catalog.sqlite3: not a readable clipcli catalog (damaged:",

@@ -1,4 +1,4 @@
-"""`--format` of classify and search, and names that would break output.
+"""`--format` of classify and search, `--paths-only`/`-0`, and names that would break output.
 
 The formats are specified in README.md (Output formats). File names and labels here carry
 Rich markup, emoji codes, tabs, newlines, 250 characters and bytes that are not UTF-8: each
@@ -129,6 +129,23 @@ def test_search_table_shows_every_path_literally_on_one_row_when_piped(cli, host
         assert row == f"{hit['rank']} │ {hit['score']:6.3f} │ {shown}"
 
 
+def test_paths_only_prints_the_escaped_paths_one_per_line(cli, hostile):
+    folder, index = hostile
+    hits = hits_of(cli, index)
+    result = search_all(cli, index, "--paths-only")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [escaped_path(h["path"], folder) for h in hits]
+
+
+def test_dash_0_prints_the_paths_byte_for_byte_each_ended_by_nul(cli, hostile):
+    _, index = hostile
+    hits = hits_of(cli, index)
+    for flags in (["-0"], ["--null"], ["--paths-only", "-0"]):
+        result = search_all(cli, index, *flags)
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout_bytes == b"".join(os.fsencode(h["path"]) + b"\0" for h in hits)
+
+
 # -- classify ----------------------------------------------------------------------------------
 
 
@@ -237,7 +254,7 @@ def test_a_file_name_that_is_not_utf8_is_escaped_in_every_format(cli, model_args
 
 
 def test_every_format_writes_a_path_that_is_not_utf8_to_a_strict_utf8_stream():
-    from clipcli.output import Format, write_search
+    from clipcli.output import Format, write_paths, write_search
     from clipcli.searcher import SearchHit
     from clipcli.tables import LITERAL
 
@@ -261,6 +278,9 @@ def test_every_format_writes_a_path_that_is_not_utf8_to_a_strict_utf8_stream():
     }
     assert json.loads(written(Format.json))[0]["path"] == "/p/latin1-\\xe9.jpg"
     assert written(Format.table).splitlines()[-1] == "1 │ 0.500 │ /p/latin1-\\xe9.jpg"
+    binary = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    write_paths([hit], binary, null=True)
+    assert binary.buffer.getvalue() == b"/p/latin1-\xe9.jpg\0"
 
 
 # -- messages on stderr and the index summary -------------------------------------------------
