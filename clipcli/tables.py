@@ -22,9 +22,14 @@ from clipcli.literal import shown
 
 if TYPE_CHECKING:
     from clipcli.classifier import Classification
+    from clipcli.scorer import Prediction
     from clipcli.searcher import SearchHit
 
 BAR_WIDTH = 24
+SHORT_BAR_WIDTH = 10
+# Up to this many images get a table each, with every label's bar; more (a folder, usually)
+# get one line each, so that a hundred photos do not scroll past as a hundred tables.
+DETAILED_UP_TO = 3
 UNLIMITED = 10**6
 LITERAL = {"markup": False, "emoji": False, "highlight": False}  # for a Console
 
@@ -39,10 +44,15 @@ def _literal(text: str, style: str = "") -> Text:
 
 
 def render_classifications(console: Console, results: Sequence[Classification]) -> None:
-    """A table per image: every label with its probability, a bar and the cosine."""
-    for result in results:
-        if result.predictions is None:
-            continue  # errors and warnings are reported on stderr by the caller
+    """A table per image, or one line per image when there are more than DETAILED_UP_TO."""
+    classified = [result for result in results if result.predictions is not None]
+    if len(classified) > DETAILED_UP_TO:
+        table = _compact_table(classified, runners_up=True)
+        if console.is_terminal and _natural_width(console, table) > console.width:
+            table = _compact_table(classified, runners_up=False)  # rather than fold the paths
+        _emit(console, table)
+        return
+    for result in classified:  # errors and warnings are reported on stderr by the caller
         _emit(console, _literal(result.path, "bold"), soft_wrap=True)  # copied whole
         table = Table(show_edge=False, pad_edge=False)
         table.add_column("label")
@@ -58,6 +68,35 @@ def render_classifications(console: Console, results: Sequence[Classification]) 
             )
         _emit(console, table)
         _emit(console, Text())
+
+
+def _compact_table(results: Sequence[Classification], *, runners_up: bool) -> Table:
+    """One row per image: its best label, the probability and bar, the path, and with
+    `runners_up` the other labels."""
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("", no_wrap=True)
+    table.add_column("path", overflow="fold")
+    runners_up = runners_up and any(len(result.predictions or []) > 1 for result in results)
+    if runners_up:
+        table.add_column("next", no_wrap=True, overflow="ellipsis", style="dim")
+    for result in results:
+        best, *rest = result.predictions or []
+        row: list[RenderableType] = [
+            _literal(best.label),
+            f"{best.score:6.1%}",
+            _bar(best.score, SHORT_BAR_WIDTH),
+            _literal(result.path),
+        ]
+        if runners_up:
+            row.append(_runners_up(rest))
+        table.add_row(*row)
+    return table
+
+
+def _runners_up(predictions: Sequence[Prediction]) -> Text:
+    return Text(", ").join(Text.assemble(shown(p.label), f" {p.score:.1%}") for p in predictions)
 
 
 def render_search(console: Console, hits: Sequence[SearchHit]) -> None:

@@ -211,7 +211,7 @@ def test_classify_jsonl_holds_the_objects_of_the_json_array(cli, model_args, thr
     assert [json.loads(line) for line in result.stdout.splitlines()] == data
 
 
-def test_each_image_gets_a_table_with_names_and_labels_literal(cli, model_args, three):
+def test_up_to_three_images_get_a_table_each_with_names_and_labels_literal(cli, model_args, three):
     data = classify_json(cli, model_args, three)
     result = cli(
         "classify", three, "--labels", LABELS, "--top-k", "2", "--format", "table", *model_args
@@ -227,6 +227,24 @@ def test_each_image_gets_a_table_with_names_and_labels_literal(cli, model_args, 
             label = p["label"].replace("\t", "\\t")
             assert line.startswith(f"{label} ") and f"{p['score']:6.1%} │" in line
         assert len(lines) == 3 + 2
+
+
+def test_more_than_three_images_get_one_line_each(cli, model_args, three):
+    make_image(three / "fourth.png", "blue")
+    data = classify_json(cli, model_args, three)
+    result = cli(
+        "classify", three, "--labels", LABELS, "--top-k", "2", "--format", "table", *model_args
+    )
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"label +┃ probability ┃ +┃ path +┃ next", lines[0])
+    assert len(lines) == 2 + 4
+    for line, entry in zip(lines[2:], data, strict=True):
+        best, second = entry["predictions"]
+        path = entry["path"].replace("\n", "\\n")
+        label, next_label = (p["label"].replace("\t", "\\t") for p in (best, second))
+        assert line.startswith(f"{label} ")
+        assert f" │ {path} " in line
+        assert line.endswith(f"│ {next_label} {second['score']:.1%}")
 
 
 def test_a_file_name_that_is_not_utf8_is_escaped_in_every_format(cli, model_args, tmp_path):
@@ -370,9 +388,18 @@ def test_a_narrow_terminal_gets_the_index_summary_on_one_line(model_args, tmp_pa
     )
 
 
-def test_a_terminal_gets_a_table_by_default(hostile):
+def test_a_terminal_gets_tables_by_default(hostile, model_args, three):
     _, index = hostile
     code, shown, stderr = on_a_terminal(["search", "a red square", "--index", str(index)], 120)
     assert code == 0, stderr
     assert re.fullmatch(r"# ┃ +score ┃ path *", shown.splitlines()[0])
     assert f"{FOLDER}/[red]x.png" in shown and "new\\nline.png" in shown
+
+    make_image(three / "fourth.png", "blue")
+    classify = ["classify", str(three), "--labels", LABELS, "--top-k", "2", *model_args]
+    code, shown, stderr = on_a_terminal(classify, 80)
+    assert code == 0, stderr
+    lines = shown.splitlines()
+    assert re.fullmatch(r"label +┃ probability ┃ +┃ path *", lines[0])  # no room for "next"
+    best = re.compile(r"(\[bold\]red|:cat:|blue\\tish) +│ +\d+\.\d% │")
+    assert len([line for line in lines if best.match(line)]) == 4  # a row per image
