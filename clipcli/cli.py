@@ -46,7 +46,9 @@ class OneLineErrors(TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except ClickError as exc:
-            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has shown the help
+            if type(exc).__name__ == "NoArgsIsHelpError":  # no command: its message is the help
+                sys.stdout.write(exc.format_message() + "\n")
+            else:
                 print_error(*click_error(exc))
             sys.exit(exc.exit_code)
         except typer.Abort:

@@ -13,6 +13,13 @@ def test_dash_h_is_help_everywhere(cli, command):
     assert result.stdout == cli(*command, "--help").stdout
 
 
+def test_no_command_prints_the_help_and_exits_2(cli):
+    result = cli()
+    assert result.exit_code == 2
+    assert result.stdout == cli("--help").stdout
+    assert "Commands:" in result.stdout and result.stderr == ""
+
+
 @pytest.mark.parametrize(
     ("command", "says"),
     [
