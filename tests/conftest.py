@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,6 +74,19 @@ def make_image(path: Path, colour: str | tuple[int, int, int] = "red", size=(64,
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)
     return path
+
+
+# A file name made on a system with another encoding: Latin-1 for "é". Python names such a file
+# with a lone surrogate ("latin1-\udce9.jpg"), which no UTF-8 text can hold.
+NON_UTF8_NAME = b"latin1-\xe9.jpg"
+
+
+def make_non_utf8_image(folder: Path, colour: str = "purple") -> Path:
+    """A JPEG whose file name is not valid UTF-8; returns its path as Python spells it."""
+    drawn = make_image(folder / "drawn.jpg", colour)
+    path = os.fsencode(folder) + b"/" + NON_UTF8_NAME
+    os.rename(os.fsencode(drawn), path)
+    return Path(os.fsdecode(path))
 
 
 @pytest.fixture

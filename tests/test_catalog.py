@@ -361,6 +361,52 @@ def test_empty_catalog_has_no_vectors(catalog: Catalog) -> None:
     assert vectors.shape == (0, 0)
 
 
+# --- paths that are not UTF-8 ---------------------------------------------------------------------
+
+# How Python names a file whose name holds the Latin-1 byte for "é" (os.listdir, os.scandir).
+ODD = "/photos/latin1-\udce9.jpg"
+ODD_BYTES = b"/photos/latin1-\xe9.jpg"
+
+
+def test_a_path_that_is_not_utf8_is_stored_as_its_bytes_and_reads_back_as_it_was(
+    folder: Path, catalog: Catalog
+) -> None:
+    catalog.add([new_image(ODD, "odd", seed=1), new_image("/photos/latin1-é.jpg", "e", 2)])
+
+    with raw(folder) as db:
+        stored = dict(db.execute("SELECT sha256, path FROM images").fetchall())
+    assert stored == {"odd": ODD_BYTES, "e": "/photos/latin1-é.jpg"}
+    entries = catalog.entries()
+    assert set(entries) == {ODD, "/photos/latin1-é.jpg"}
+    assert entries[ODD].path == ODD
+    assert catalog.paths_for([entries[ODD].id]) == {entries[ODD].id: ODD}
+
+
+def test_a_path_that_is_not_utf8_can_be_replaced_moved_to_and_removed(catalog: Catalog) -> None:
+    catalog.add([new_image(ODD, "old", seed=1)])
+    catalog.add([new_image(ODD, "new", seed=2)])
+    entry = catalog.entries()[ODD]
+    assert (catalog.count(), entry.sha256) == (1, "new")
+
+    catalog.move([(entry.id, "/photos/moved-\udcff.png", 1, 2)])
+    assert list(catalog.entries()) == ["/photos/moved-\udcff.png"]
+
+    catalog.remove([entry.id])
+    assert catalog.count() == 0
+
+
+def test_unreadable_files_whose_names_are_not_utf8_are_remembered_and_forgotten(
+    catalog: Catalog,
+) -> None:
+    catalog.set_unreadable([(ODD, 0, 1, "empty file (0 bytes)"), ("/photos/b.jpg", 0, 1, "x")])
+    assert catalog.unreadable()[ODD] == (0, 1, "empty file (0 bytes)")
+
+    catalog.forget_unreadable({"/photos/b.jpg"})
+    assert list(catalog.unreadable()) == ["/photos/b.jpg"]
+    catalog.forget_unreadable(set())
+    assert catalog.unreadable() == {}
+
+
 # --- generation -----------------------------------------------------------------------------------
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
-from conftest import make_image
+from conftest import make_image, make_non_utf8_image
 
 
 def test_json_has_one_entry_per_image_in_input_order(cli, model_args, photo_folder, tmp_path):
@@ -259,3 +260,23 @@ def test_a_folder_without_images_beside_real_ones_still_exits_1(cli, model_args,
     assert result.stderr.strip() == f"warning: {empty}: no images found"
     table = cli("classify", empty, image, "--labels", "red,blue", *model_args)
     assert table.exit_code == 1 and "a.png" in table.stdout and str(empty) not in table.stdout
+
+
+def test_a_file_whose_name_is_not_utf8_is_classified_under_a_path_that_opens_it(
+    random_checkpoint, photo_folder
+):
+    from clipcli.classifier import classify_paths
+    from clipcli.prompts import load_templates
+
+    odd = make_non_utf8_image(photo_folder)
+
+    results = classify_paths(
+        [photo_folder],
+        ["red", "purple"],
+        load_templates("default"),
+        model="clipcli-shapes",
+        pretrained=str(random_checkpoint),
+    )
+
+    assert str(odd) in [result.path for result in results]
+    assert all(os.path.exists(result.path) and result.predictions for result in results)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, save_random_checkpoint
+from conftest import TEST_MODEL, make_non_utf8_image, save_random_checkpoint
 from PIL import Image
 
 from clipcli.catalog import CATALOG_FILE
@@ -382,6 +382,42 @@ def test_every_image_extension_is_found_in_any_case_and_other_files_are_ignored(
 
     assert (report["added"], report["total"], report["skipped"]) == (9, 9, [])
     assert sorted(rows(index)) == under(folder, *names)
+
+
+def searched(index: Path) -> list[str]:
+    """Every path search returns, as the logic hands them to the output layer."""
+    from clipcli.searcher import search_index
+
+    return [hit.path for hit in search_index(index, QUERY, top_k=50).hits]
+
+
+def test_a_file_whose_name_is_not_utf8_is_indexed_moved_copied_and_removed_like_any_other(
+    run_index, photo_folder: Path, index: Path
+) -> None:
+    odd = make_non_utf8_image(photo_folder)
+
+    report = run_index(photo_folder)
+
+    assert (report["added"], report["total"], report["skipped"]) == (6, 6, [])
+    found = searched(index)
+    assert sorted(found) == sorted([*under(photo_folder, *PHOTOS), str(odd)])
+    assert all(os.path.exists(path) for path in found)
+
+    moved = odd.parent / "nested" / odd.name
+    os.rename(odd, moved)
+    copy = photo_folder / "copy-\udce8.jpg"
+    shutil.copy(moved, copy)
+    report = run_index(photo_folder)
+
+    assert (report["moved"], report["added"], report["removed"], report["total"]) == (1, 1, 0, 7)
+    assert {str(moved), str(copy)} <= set(searched(index))
+
+    moved.unlink()
+    copy.unlink()
+    report = run_index(photo_folder)
+
+    assert (report["removed"], report["total"]) == (2, 5)
+    assert sorted(searched(index)) == under(photo_folder, *PHOTOS)
 
 
 # --- roots ----------------------------------------------------------------------------------------
