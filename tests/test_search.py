@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,26 @@ def test_a_top_k_far_beyond_the_index_returns_every_photo(cli, indexed):
     result, hits = cli.json("search", "anything", "--index", indexed, "--top-k", str(10**12))
     assert result.exit_code == 0, result.stderr
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+
+
+def test_copies_of_one_photo_rank_in_the_same_order_whatever_the_top_k(
+    cli, model_args, photo_folder, tmp_path
+):
+    original = photo_folder / "green.jpg"
+    for name in ("copy-b.jpg", "copy-a.jpg", "nested/copy-c.jpg", "nested/copy-d.jpg"):
+        shutil.copy(original, photo_folder / name)
+    index = tmp_path / "index"
+    assert cli("index", photo_folder, "--index", index, *model_args).exit_code == 0
+
+    found = {}
+    for k in range(1, 10):
+        result, hits = cli.json("search", "--image", original, "--index", index, "--top-k", k)
+        assert result.exit_code == 0, result.stderr
+        found[k] = [hit["path"] for hit in hits]
+
+    assert len(found[9]) == 9
+    for k in range(1, 9):
+        assert found[k] == found[9][:k], k
+    assert sorted(found[9][:5]) == sorted(
+        str(p) for p in photo_folder.rglob("*.jpg") if p.read_bytes() == original.read_bytes()
+    )
