@@ -95,14 +95,18 @@ def update_index(
     with _exclusive(folder), Catalog(folder) as catalog:
         spec = _choose_model(catalog, model, pretrained, reset=reset)
         encoder = _OnDemand(spec, device, precision_choice(precision), progress)
+        forgotten: set[str] = set()
         if reset:
             encoder.load()  # a model that cannot load must not cost the user their index
+            forgotten = set(catalog.entries())
             catalog.clear()
         if catalog.model() != (spec.name, spec.pretrained):
             catalog.set_model(spec.name, spec.pretrained)
         plan = _plan(_scan(roots, include_hidden), catalog.entries(), roots, catalog, progress)
         report = IndexReport(index=str(folder), model=spec.name)
         _apply(plan, catalog, encoder, batch_size, progress, report)
+        if reset:  # photos of other folders are gone too: the report counts every one
+            report.removed = len(forgotten - set(catalog.entries()))
         vector_index.refresh(folder, catalog)
         if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
             text_tower.prepare_fast_search(encoder.loaded)

@@ -866,6 +866,35 @@ def test_other_model_is_refused_with_a_hint_and_reset_re_embeds_everything(
     )
 
 
+def test_reset_re_embeds_the_folders_given_and_counts_the_other_folders_photos_as_removed(
+    cli, run_index, photo_folder: Path, tmp_path: Path, index: Path, other_checkpoint: Path
+) -> None:
+    other = tmp_path / "other"
+    for seed in range(3):
+        noise_image(other / f"{seed}.png", seed=seed)
+    run_index(photo_folder)
+    run_index(other)
+    new_model = ["--model", TEST_MODEL, "--pretrained", str(other_checkpoint)]
+
+    result, report = cli.json("index", photo_folder, "--index", index, *new_model, "--reset")
+
+    assert result.exit_code == 0, result.stderr
+    assert (report["added"], report["removed"], report["total"]) == (5, 3, 5)
+    assert sorted(rows(index)) == under(photo_folder, *PHOTOS)
+
+
+def test_reset_counts_an_indexed_photo_that_no_longer_decodes_as_removed(
+    run_index, photo_folder: Path, index: Path
+) -> None:
+    run_index(photo_folder)
+    (photo_folder / "red.png").write_bytes(b"")
+
+    report = run_index(photo_folder, "--reset")
+
+    assert (report["added"], report["removed"], report["total"]) == (4, 1, 4)
+    assert [item["path"] for item in report["skipped"]] == [str(photo_folder / "red.png")]
+
+
 def unusable_checkpoint(tmp_path: Path) -> list[str]:
     path = tmp_path / "broken.pt"
     path.write_text("not a checkpoint")
