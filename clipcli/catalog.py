@@ -153,14 +153,27 @@ def _reported(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concaten
 
 
 class Catalog:
-    """One index folder's catalog. Use as a context manager; writes are one transaction each."""
+    """One index folder's catalog. Use as a context manager; writes are one transaction each.
 
-    def __init__(self, folder: Path, *, create: bool = True) -> None:
+    `read_only` is for commands that only read (search): the file must exist, nothing is
+    migrated, and SQLite refuses any write. The connection is read-write at the file level
+    all the same: in WAL mode only such a connection, closing last, removes the -wal and -shm
+    files it opened, where a `mode=ro` one would leave them behind in the index folder.
+    """
+
+    schema_version: int
+
+    def __init__(self, folder: Path, *, read_only: bool = False) -> None:
         self.path = folder / CATALOG_FILE
-        if create:
+        self.read_only = read_only
+        if not read_only:
             folder.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if read_only:  # mode=rw: open the file that is there, never create one
+                uri = f"{Path(os.path.abspath(self.path)).as_uri()}?mode=rw"
+                self._db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            else:
+                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except sqlite3.DatabaseError as exc:
             raise _unusable(self.path, exc) from exc
         try:
@@ -180,22 +193,36 @@ class Catalog:
 
     @_reported
     def _prepare(self) -> None:
+        if self.read_only:
+            self._db.execute("PRAGMA query_only = ON")
+            self.schema_version = self._checked_version()
+            return
         self._migrate()
         # WAL lets searches read while an index run writes; the timeout rides out brief locks.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _checked_version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise ClipcliError(
                 f"{self.path}: catalog schema {version} is newer than this clipcli understands",
                 hint="upgrade clipcli",
             )
+        return version
+
+    @property
+    def is_blank(self) -> bool:
+        """Whether the file holds no catalog yet (an empty file, opened read-only)."""
+        return self.schema_version == 0
+
+    def _migrate(self) -> None:
+        version = self._checked_version()
         for number in range(version, SCHEMA_VERSION):
             self._db.executescript(
                 f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
             )
+        self.schema_version = SCHEMA_VERSION
 
     # -- metadata -------------------------------------------------------------------------------
 

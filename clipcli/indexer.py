@@ -7,6 +7,7 @@ move (the vector is kept), a hash already indexed → a copy (the vector is reus
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipcli import locks, text_tower, vector_index
-from clipcli.catalog import Catalog, CatalogEntry, NewImage
+from clipcli.catalog import CATALOG_FILE, Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import ClipcliError, IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
@@ -85,33 +86,113 @@ def update_index(
     reset: bool = False,
     progress: ProgressReporter | None = None,
 ) -> IndexReport:
-    """Index every image under `roots` into `folder`, doing only the work that changed."""
+    """Index every image under `roots` into `folder`, doing only the work that changed.
+
+    A run that fails before it stores a photo (weights that cannot load, an unknown model)
+    leaves the index folder as it found it: nothing is written before the model has loaded,
+    and a catalog, lock file or folder this run made for nothing is removed again.
+    """
     started = time.perf_counter()
-    progress = progress or NoProgress()
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
-    _make_folder(folder)
-    with _exclusive(folder), Catalog(folder) as catalog:
-        spec = _choose_model(catalog, model, pretrained, reset=reset)
-        encoder = _OnDemand(spec, device, precision_choice(precision), progress)
-        forgotten: set[str] = set()
-        if reset:
-            encoder.load()  # a model that cannot load must not cost the user their index
-            forgotten = set(catalog.entries())
-            catalog.clear()
-        if catalog.model() != (spec.name, spec.pretrained):
-            catalog.set_model(spec.name, spec.pretrained)
-        plan = _plan(_scan(roots, include_hidden), catalog.entries(), roots, catalog, progress)
-        report = IndexReport(index=str(folder), model=spec.name)
-        _apply(plan, catalog, encoder, batch_size, progress, report)
-        if reset:  # photos of other folders are gone too: the report counts every one
-            report.removed = len(forgotten - set(catalog.entries()))
-        vector_index.refresh(folder, catalog)
-        if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
-            text_tower.prepare_fast_search(encoder.loaded)
+    job = _Job(
+        roots,
+        model,
+        pretrained,
+        device,
+        precision_choice(precision),
+        batch_size,
+        include_hidden,
+        reset,
+        progress or NoProgress(),
+    )
+    created = _make_folder(folder)
+    traces = [path for path in (folder / CATALOG_FILE, folder / LOCK_FILE) if not path.exists()]
+    try:
+        with _exclusive(folder):
+            report = _update(folder, job, new_catalog=folder / CATALOG_FILE in traces)
+    except IndexBusyError:
+        raise  # another run's folder and files: not this run's to remove
+    except BaseException:
+        if not (folder / CATALOG_FILE).exists():
+            _remove_traces(traces, created)
+        raise
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one `clipcli index` run was asked to do."""
+
+    roots: Sequence[Path]
+    model: str | None
+    pretrained: str | None
+    device: str
+    precision: str
+    batch_size: int
+    include_hidden: bool
+    reset: bool
+    progress: ProgressReporter
+
+
+def _update(folder: Path, job: _Job, *, new_catalog: bool) -> IndexReport:
+    """Bring the catalog up to date; a catalog made by this run is deleted if it fails empty."""
+    try:
+        with Catalog(folder) as catalog:
+            return _bring_up_to_date(catalog, folder, job)
+    except BaseException:
+        if new_catalog and not _holds_images(folder):
+            for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal", f"{CATALOG_FILE}-shm"):
+                with contextlib.suppress(OSError):
+                    (folder / name).unlink()
+        raise
+
+
+def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
+    spec = _choose_model(catalog, job.model, job.pretrained, reset=job.reset)
+    encoder = _OnDemand(spec, job.device, job.precision, job.progress)
+    forgotten: set[str] = set()
+    if job.reset:
+        encoder.load()  # a model that cannot load must not cost the user their index
+        forgotten = set(catalog.entries())
+        catalog.clear()
+    files = _scan(job.roots, job.include_hidden)
+    plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress)
+    if plan.to_encode:  # before the first write: a model that cannot load changes nothing
+        _load_for(encoder, len(plan.to_encode), job.progress)
+    if catalog.model() != (spec.name, spec.pretrained):
+        catalog.set_model(spec.name, spec.pretrained)
+    report = IndexReport(index=str(folder), model=spec.name)
+    _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
+    if job.reset:  # photos of other folders are gone too: the report counts every one
+        report.removed = len(forgotten - set(catalog.entries()))
+    vector_index.refresh(folder, catalog)
+    if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
+        text_tower.prepare_fast_search(encoder.loaded)
+    return report
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether the catalog in `folder` stores any photo (when in doubt, yes: keep it)."""
+    try:
+        with Catalog(folder, read_only=True) as catalog:
+            return not catalog.is_blank and catalog.count() > 0
+    except ClipcliError:
+        return True
+
+
+def _remove_traces(traces: Sequence[Path], created: Sequence[Path]) -> None:
+    """Remove the files and the (still empty) folders a failed run made."""
+    for path in traces:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    for made in reversed(created):
+        try:
+            made.rmdir()
+        except OSError:
+            return  # something else is in it now: leave it, and the folders above it
 
 
 @dataclass
@@ -178,11 +259,19 @@ def _choose_model(
     return spec
 
 
-def _make_folder(folder: Path) -> None:
-    """Create the index folder, or say why it cannot be one before anything is written."""
+def _make_folder(folder: Path) -> list[Path]:
+    """Create the index folder, or say why it cannot be one before anything is written.
+
+    Returns the folders this call created, outermost first.
+    """
     hint = "give --index a folder (it is created if missing)"
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: is a file, not an index folder", hint=hint)
+    missing = []
+    ancestor = Path(os.path.abspath(folder))
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        missing.append(ancestor)
+        ancestor = ancestor.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -191,6 +280,7 @@ def _make_folder(folder: Path) -> None:
         raise ClipcliError(
             f"{folder}: cannot create the index folder ({exc.strerror or exc})"
         ) from None
+    return missing[::-1]
 
 
 @contextmanager
@@ -294,6 +384,17 @@ def _hash_all(files: list[_FileStat], plan: _Plan, progress: ProgressReporter) -
     return hashes
 
 
+def _load_for(encoder: _OnDemand, images: int, progress: ProgressReporter) -> ImageEncoder:
+    """The encoder for `images` images, loaded before the bar starts: its rate and ETA are the
+    encoding's."""
+    if encoder.loaded is None:
+        import_ahead("faiss")  # for the vector index at the end, while the images are embedded
+        progress.phase("Loading model", 1)  # a model's first run also prepares its fast path
+        encoder.load(images)
+        progress.advance(1)
+    return encoder.load(images)
+
+
 def _encode(
     work: list[tuple[_FileStat, str]],
     catalog: Catalog,
@@ -307,10 +408,7 @@ def _encode(
     by_path = {file.path: (file, sha) for file, sha in work}
     encoded: list[str] = []
     failed: list[Skipped] = []
-    import_ahead("faiss")  # for the vector index at the end, while the images are embedded
-    progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
-    model = encoder.load(len(work))  # before the bar starts: its rate and ETA are the encoding's
-    progress.advance(1)
+    model = _load_for(encoder, len(work), progress)
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
     for batch in embed_files(model, paths, batch_size):

@@ -56,8 +56,8 @@ def search_index(
             f"{folder}: no index here", hint="run `clipcli index DIR` first (or pass --index)"
         )
     import_ahead("faiss")  # for the vector index, while the query is embedded
-    with Catalog(folder, create=False) as catalog:
-        model = catalog.model()
+    with Catalog(folder, read_only=True) as catalog:  # a search never writes the catalog
+        model = None if catalog.is_blank else catalog.model()
         if model is None or catalog.count() == 0:
             raise IndexMissingError(
                 f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -98,6 +99,27 @@ def photo_folder(tmp_path: Path) -> Path:
     make_image(folder / "nested" / "white.webp", "white")
     make_image(folder / "nested" / "black.bmp", "black")
     return folder
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, str] | str] | None:
+    """Every folder and file under `folder` by relative path, files with their size and SHA-256
+    (None if `folder` does not exist): equal snapshots before and after a command show that it
+    created, changed and removed nothing there."""
+    if not os.path.lexists(folder):
+        return None
+    found: dict[str, tuple[int, str] | str] = {}
+    for parent, folders, files in os.walk(folder):  # links are listed, never followed
+        for name in folders:
+            found[os.path.relpath(os.path.join(parent, name), folder)] = "folder"
+        for name in files:
+            path = os.path.join(parent, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                found[os.path.relpath(path, folder)] = "other"
+                continue
+            with open(path, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+            found[os.path.relpath(path, folder)] = (os.path.getsize(path), digest)
+    return found
 
 
 class Cli:

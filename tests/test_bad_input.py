@@ -2,8 +2,8 @@
 
 Each case states its exit code (1: a runtime problem, 2: a usage problem, as README.md
 documents them) and what its one line on stderr says; none may print a traceback or more
-than that one line. Most cases run in-process; those marked `process` run clipcli as a real
-process, whose stderr is exactly what a user sees.
+than that one line, nor create, change or remove any file. Most cases run in-process; those
+marked `process` run clipcli as a real process, whose stderr is exactly what a user sees.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, make_image
+from conftest import TEST_MODEL, make_image, snapshot
 from typer.testing import CliRunner
 
 from clipcli.catalog import CATALOG_FILE
@@ -70,11 +70,22 @@ class Setup:
         path.mkdir(exist_ok=True)
         return path
 
+    def photos(self) -> Path:
+        """A folder with a photo in it: work for `clipcli index`, which then loads the model."""
+        make_image(self.tmp / "photos" / "red.png", "red")
+        return self.tmp / "photos"
+
     def index(self) -> Path:
         copy = self.tmp / "index"
         if not copy.exists():
             shutil.copytree(self._built, copy)
         return copy
+
+    def empty_catalog(self) -> Path:
+        """An index folder whose catalog file is empty, as a full disk or a stray touch leaves."""
+        index = self.folder("index")
+        (index / CATALOG_FILE).write_bytes(b"")
+        return index
 
     def garbage_catalog(self) -> Path:
         index = self.index()
@@ -251,6 +262,21 @@ CASES = [
         id="index-batch-size-0",
     ),
     case(
+        lambda s: ["index", s.photos(), "--index", s.tmp / "new", "--model", "nonsense"],
+        USAGE,
+        "error: unknown model 'nonsense'",
+        id="index-unknown-model-into-a-new-index",
+    ),
+    case(
+        lambda s: (
+            ["index", s.photos(), "--index", s.tmp / "new", "--model", TEST_MODEL]
+            + ["--pretrained", s.file("garbage.pt", b"\x00\x01 not a checkpoint" * 64)]
+        ),
+        RUNTIME,
+        "error: {tmp}/garbage.pt: not a",
+        id="index-unusable-checkpoint-into-a-new-index",
+    ),
+    case(
         lambda s: ["index", s.folder("photos"), "--index", s.garbage_catalog(), *s.model],
         RUNTIME,
         "error: {tmp}/index/catalog.sqlite3: not a readable clipcli catalog (damaged:",
@@ -294,6 +320,12 @@ CASES = [
         RUNTIME,
         "error: {tmp}/notes.jpg: not an image (unrecognised format)",
         id="search-image-not-an-image",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.empty_catalog()],
+        RUNTIME,
+        "error: {tmp}/index: the index is empty",
+        id="search-empty-catalog-file",
     ),
     case(
         lambda s: ["search", "a red square", "--index", s.garbage_catalog()],
@@ -344,6 +376,7 @@ def test_bad_input_exits_with_its_code_and_one_line_on_stderr(
     bad: Case, cli, model_args: list[str], built_index: Path, tmp_path: Path
 ) -> None:
     args = [str(arg) for arg in bad.args(Setup(tmp_path, model_args, built_index))]
+    before = snapshot(tmp_path)
     if bad.process:
         exit_code, stderr = run_process(args)
     else:
@@ -355,3 +388,4 @@ def test_bad_input_exits_with_its_code_and_one_line_on_stderr(
     assert len(lines) == 1, stderr
     assert lines[0].startswith(bad.says.format(tmp=tmp_path, checkpoint=model_args[-1]))
     assert exit_code == bad.exit_code
+    assert snapshot(tmp_path) == before

@@ -140,6 +140,24 @@ def test_file_that_is_not_sqlite_is_reported_as_an_unreadable_catalog(folder: Pa
     assert "not a readable clipcli catalog" in caught.value.message
 
 
+def test_a_catalog_opened_read_only_is_never_created_migrated_or_written(folder: Path) -> None:
+    with pytest.raises(ClipcliError):
+        Catalog(folder, read_only=True)
+    assert not folder.exists()
+
+    folder.mkdir()
+    with raw(folder) as db:
+        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+    before = (folder / CATALOG_FILE).read_bytes()
+    with Catalog(folder, read_only=True) as catalog:
+        assert (catalog.schema_version, catalog.count(), catalog.model()) == (1, 0, None)
+        with pytest.raises(ClipcliError) as caught:
+            catalog.set_model("clipcli-shapes", None)
+    assert "readonly" in caught.value.message
+    assert (folder / CATALOG_FILE).read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == [CATALOG_FILE]
+
+
 PAGE = 4096  # SQLite's default page size, which the catalog keeps
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, make_non_utf8_image, save_random_checkpoint
+from conftest import TEST_MODEL, make_non_utf8_image, save_random_checkpoint, snapshot
 from PIL import Image
 
 from clipcli.catalog import CATALOG_FILE
@@ -930,6 +930,89 @@ def test_unknown_model_is_a_usage_error_suggesting_close_names(
     assert "unknown model 'clipcli-shape'" in result.stderr
     assert TEST_MODEL in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- a run that fails leaves the index folder as it found it -------------------------------------
+
+
+def offline_default_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No model options, so the default model, whose weights are not cached and cannot be got."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    return []
+
+
+@pytest.mark.parametrize(
+    ("model_options", "exit_code", "says"),
+    [
+        pytest.param(lambda tmp, mp: ["--model", "nonsense"], 2, "unknown model", id="unknown"),
+        pytest.param(lambda tmp, mp: unusable_checkpoint(tmp), 1, "broken.pt", id="unusable"),
+        pytest.param(offline_default_weights, 1, "not in the local cache", id="offline"),
+    ],
+)
+def test_a_run_whose_model_cannot_load_leaves_no_index_behind(
+    cli,
+    photo_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    model_options,
+    exit_code: int,
+    says: str,
+) -> None:
+    index = tmp_path / "new" / "index"
+    options = model_options(tmp_path, monkeypatch)
+
+    result = cli("index", photo_folder, "--index", index, *options)
+
+    assert result.exit_code == exit_code
+    assert says in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_run_whose_model_cannot_load_leaves_an_empty_index_in_a_folder_that_existed(
+    cli, photo_folder: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index"
+    index.mkdir()
+
+    result = cli("index", photo_folder, "--index", index, *unusable_checkpoint(tmp_path))
+
+    assert result.exit_code == 1
+    assert snapshot(index) == {}
+
+
+def test_a_run_whose_weights_are_gone_changes_nothing_in_an_existing_index(
+    cli, photo_folder: Path, tmp_path: Path, index: Path, random_checkpoint: Path
+) -> None:
+    weights = tmp_path / "weights.pt"
+    shutil.copy(random_checkpoint, weights)
+    cli("index", photo_folder, "--index", index, "--model", TEST_MODEL, "--pretrained", weights)
+    (photo_folder / "red.png").unlink()  # work for the cheap steps: a removal, a move, a copy
+    (photo_folder / "blue.png").rename(photo_folder / "nested" / "blue.png")
+    shutil.copy(photo_folder / "green.jpg", photo_folder / "green copy.jpg")
+    noise_image(photo_folder / "new.png", seed=3)  # and one to embed
+    weights.write_bytes(b"not the weights any more")
+    before = snapshot(index)
+
+    result = cli("index", photo_folder, "--index", index)
+
+    assert result.exit_code == 1
+    assert "weights.pt" in result.stderr
+    assert snapshot(index) == before
+
+
+def test_a_run_whose_model_cannot_load_does_not_stamp_an_empty_index_with_it(
+    cli, run_index, photo_folder: Path, tmp_path: Path, index: Path
+) -> None:
+    (tmp_path / "nothing").mkdir()
+    run_index(tmp_path / "nothing")
+    before = snapshot(index)
+
+    result = cli("index", photo_folder, "--index", index, *unusable_checkpoint(tmp_path))
+
+    assert result.exit_code == 1
+    assert snapshot(index) == before
+    assert meta(index)["model"] == TEST_MODEL
 
 
 # --- one writer at a time -------------------------------------------------------------------------
