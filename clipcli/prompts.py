@@ -30,6 +30,8 @@ TEXTS_PER_FORWARD = 256
 TEXT_CACHE_FILE = "text_embeddings.sqlite3"
 # The cache key standing for "no template": search queries are embedded as typed.
 RAW_QUERY = "raw-query"
+# UTF-8, less the byte-order mark that Windows editors put first, which would start a label.
+TEXT_FILE_ENCODING = "utf-8-sig"
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def load_templates(name_or_path: str) -> TemplateSet:
 def parse_template_file(path: Path) -> tuple[str, ...]:
     """One template per line; blank lines and '#' comments are ignored."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding=TEXT_FILE_ENCODING).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read template file ({exc})") from exc
     templates = []
@@ -97,7 +99,7 @@ def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
         found += [part.strip() for part in labels.split(",")]
     if labels_file is not None:
         try:
-            text = labels_file.read_text(encoding="utf-8")
+            text = labels_file.read_text(encoding=TEXT_FILE_ENCODING)
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{labels_file}: cannot read labels file ({exc})") from exc
         found += [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
