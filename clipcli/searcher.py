@@ -47,7 +47,8 @@ def search_index(
     Photos deleted since they were indexed are left out (and counted), and the next ones fill
     their places: `clipcli index` is what drops them from the catalog.
     """
-    if not query and image is None:
+    query = query if query and query.strip() else None  # spaces alone say nothing either
+    if query is None and image is None:
         raise UsageError("nothing to search for", hint="give a text query or --image PATH")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, not {top_k}")

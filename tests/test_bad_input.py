@@ -296,6 +296,12 @@ CASES = [
         id="search-empty-query",
     ),
     case(
+        lambda s: ["search", "  \t ", "--index", s.index()],
+        USAGE,
+        "error: nothing to search for",
+        id="search-query-of-spaces",
+    ),
+    case(
         lambda s: ["search", "a red square", "--index", s.index(), "--top-k", "0"],
         USAGE,
         "error: invalid value for '--top-k': 0 is not in the range x>=1"
