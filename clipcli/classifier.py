@@ -51,13 +51,13 @@ def classify_paths(
 ) -> list[Classification]:
     """Classify files and folders (expanded, sorted); results come back in input order,
     followed by a warning entry for each folder that holds no images."""
+    chosen = precision_choice(precision)
     files, empty = _expand(paths)
     notes = [Classification(str(folder), warning=NO_IMAGES) for folder in empty]
     if not files:
         return notes  # nothing to classify, so no model to load
     progress = progress or NoProgress()
     spec = resolve_exported_spec(*model_choice(model, pretrained))
-    chosen = precision_choice(precision)
     cache = TextEmbeddingCache.default()
     try:
         progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path

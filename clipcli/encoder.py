@@ -28,6 +28,7 @@ import numpy.typing as npt
 from clipcli.errors import UsageError, WeightsUnavailableError
 from clipcli.models import HF_HUB_PREFIX, ModelSpec, open_clip_registry, torch_import_seconds
 from clipcli.progress import NoProgress, ProgressReporter
+from clipcli.settings import PRECISIONS
 
 if TYPE_CHECKING:
     import torch
@@ -36,11 +37,6 @@ if TYPE_CHECKING:
 
 Embeddings = npt.NDArray[np.float32]
 
-# fp32: open_clip's torch reference. bf16: torch autocast (CPUs with AVX-512 BF16/AMX, GPUs).
-# onnx / int8: ONNX Runtime on the CPU. auto: on the CPU, the fastest of torch fp32, ONNX fp32
-# and ONNX int8 whose embeddings agree with torch fp32 to cosine >= 0.999 (checked and timed
-# once per model at export).
-PRECISIONS = ("auto", "fp32", "bf16", "onnx", "int8")
 # Decoded, preprocessed pixels waiting for the model, at most (one batch always may).
 AHEAD_BYTES = 256 * 2**20
 

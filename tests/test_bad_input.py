@@ -108,6 +108,7 @@ class Case:
     exit_code: int
     says: str  # how the line starts; {tmp} is the test's tmp_path, {checkpoint} model_args'
     process: bool = False  # run as a real process rather than in-process
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the run
 
 
 def case(
@@ -117,8 +118,9 @@ def case(
     *,
     id: str,
     process: bool = False,
+    env: dict[str, str] | None = None,
 ):
-    return pytest.param(Case(args, exit_code, says, process), id=id)
+    return pytest.param(Case(args, exit_code, says, process, tuple((env or {}).items())), id=id)
 
 
 HELP_HINT = "; see `clipcli {} --help`"
@@ -222,6 +224,19 @@ CASES = [
         id="classify-checkpoint-of-another-architecture",
     ),
     case(
+        lambda s: ["classify", s.image, "--labels", "a,b", "--precision", "fp64", *s.model],
+        USAGE,
+        "error: unknown precision 'fp64' (--precision); use auto, fp32, bf16, onnx, int8",
+        id="classify-unknown-precision",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", *s.model],
+        USAGE,
+        "error: CLIPCLI_PRECISION=fp64: unknown precision; use auto, fp32",
+        id="classify-unknown-precision-from-the-environment",
+        env={"CLIPCLI_PRECISION": "fp64"},
+    ),
+    case(
         lambda s: ["classify", s.tmp / "missing.jpg", "--labels", "a,b", *s.model],
         RUNTIME,
         "error: {tmp}/missing.jpg: no such file",
@@ -253,6 +268,14 @@ CASES = [
         USAGE,
         "error: {tmp}/notes.txt: is a file, not an index folder",
         id="index-index-is-a-file",
+        process=True,
+    ),
+    case(
+        lambda s: ["index", s.photos(), "--index", s.tmp / "new", *s.model],
+        USAGE,
+        "error: CLIPCLI_PRECISION=int4: unknown precision",
+        id="index-unknown-precision-from-the-environment",
+        env={"CLIPCLI_PRECISION": "int4"},
         process=True,
     ),
     case(
@@ -379,8 +402,15 @@ def run_process(args: list[str]) -> tuple[int, str]:
 
 @pytest.mark.parametrize("bad", CASES)
 def test_bad_input_exits_with_its_code_and_one_line_on_stderr(
-    bad: Case, cli, model_args: list[str], built_index: Path, tmp_path: Path
+    bad: Case,
+    cli,
+    model_args: list[str],
+    built_index: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name, value in bad.env:
+        monkeypatch.setenv(name, value)
     args = [str(arg) for arg in bad.args(Setup(tmp_path, model_args, built_index))]
     before = snapshot(tmp_path)
     if bad.process:
