@@ -109,9 +109,23 @@ class _TextOnDemand:
         return self.model().encode_texts(texts)
 
 
+def label_warnings(labels: Sequence[str]) -> list[str]:
+    """What the user should hear about the labels themselves, one line each."""
+    if len(labels) == 1:  # a softmax over one label is 1 whatever the image
+        return ["only one label: every image scores 100%; give two or more"]
+    return []
+
+
 def failed(results: Sequence[Classification]) -> bool:
     """Whether any input path gave no predictions: an unreadable image, or a folder of none."""
     return any(result.predictions is None for result in results)
 
 
-__all__ = ["NO_IMAGES", "Classification", "ImageDecodeError", "classify_paths", "failed"]
+__all__ = [
+    "NO_IMAGES",
+    "Classification",
+    "ImageDecodeError",
+    "classify_paths",
+    "failed",
+    "label_warnings",
+]

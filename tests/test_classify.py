@@ -50,6 +50,19 @@ def test_top_k_cuts_the_list_but_not_the_softmax(cli, model_args, tmp_path):
     assert top2[0]["predictions"] == full[0]["predictions"][:2]
 
 
+def test_a_single_label_is_warned_about_since_every_image_scores_100_percent(
+    cli, model_args, tmp_path
+):
+    image = make_image(tmp_path / "a.png", "red")
+
+    result, data = cli.json("classify", image, "--labels", "a red thing", *model_args)
+
+    assert result.exit_code == 0
+    assert data[0]["predictions"][0]["score"] == 1.0
+    assert result.stderr == ("warning: only one label: every image scores 100%; give two or more\n")
+    assert cli("classify", image, "--labels", "red,blue", *model_args).stderr == ""
+
+
 def test_unreadable_and_missing_paths_become_error_entries_and_exit_1(cli, model_args, tmp_path):
     good = make_image(tmp_path / "good.png", "red")
     bad = tmp_path / "bad.jpg"
