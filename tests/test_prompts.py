@@ -59,6 +59,14 @@ def test_labels_are_trimmed_and_deduplicated_in_order():
     assert parse_labels(" cat , dog,cat,,bird ", None) == ["cat", "dog", "bird"]
 
 
+def test_a_backslash_before_a_comma_keeps_it_in_the_label():
+    assert parse_labels(r"a cat\, sleeping,a dog\,,bird", None) == [
+        "a cat, sleeping",
+        "a dog,",
+        "bird",
+    ]
+
+
 def test_label_embedding_is_the_renormalised_mean_over_templates(encoder):
     templates = TemplateSet("two", ("a photo of a {}.", "a drawing of a {}."))
     got = label_embeddings(encoder, ["cat"], templates)[0]
