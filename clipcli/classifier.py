@@ -16,11 +16,11 @@ from clipcli.encoder import (
     load_image_encoder,
 )
 from clipcli.images import ImageDecodeError, expand_paths
-from clipcli.models import ModelSpec, resolve_exported_spec
+from clipcli.models import ModelSpec, requested_spec
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
 from clipcli.scorer import Prediction, rank_labels
-from clipcli.settings import model_choice, precision_choice
+from clipcli.settings import precision_choice
 
 NO_IMAGES = "no images found"
 
@@ -57,7 +57,7 @@ def classify_paths(
     if not files:
         return notes  # nothing to classify, so no model to load
     progress = progress or NoProgress()
-    spec = resolve_exported_spec(*model_choice(model, pretrained))
+    spec = requested_spec(model, pretrained)
     cache = TextEmbeddingCache.default()
     try:
         progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import numpy as np
 import numpy.typing as npt
 
+from clipcli import checkpoints
 from clipcli.errors import UsageError, WeightsUnavailableError
 from clipcli.models import HF_HUB_PREFIX, ModelSpec, open_clip_registry, torch_import_seconds
 from clipcli.progress import NoProgress, ProgressReporter
@@ -286,9 +287,7 @@ def _load_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:
     """One line that says which weights failed and why, whatever library raised."""
     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if spec.pretrained_is_file:
-        return WeightsUnavailableError(
-            f"{spec.pretrained}: not a usable checkpoint for {spec.name} ({first_line})"
-        )
+        return checkpoints.load_failure(spec.pretrained or "", spec.name, exc)
     text = str(exc).lower()
     if "download" in text or "offline" in text or "connection" in text or "cache" in text:
         return _weights_unavailable(spec)

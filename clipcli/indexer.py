@@ -22,10 +22,10 @@ from clipcli.catalog import CATALOG_FILE, Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import ClipcliError, IndexBusyError, ModelMismatchError, UsageError
 from clipcli.images import discover_images
-from clipcli.models import ModelSpec, resolve_exported_spec
+from clipcli.models import ModelSpec, requested_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.settings import model_choice, precision_choice
+from clipcli.settings import precision_choice
 
 LOCK_FILE = "index.lock"
 HASH_CHUNK = 1 << 20
@@ -249,7 +249,7 @@ def _choose_model(
     explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
     if existing and not explicit:
         return ModelSpec(*existing)
-    spec = resolve_exported_spec(*model_choice(model, pretrained))
+    spec = requested_spec(model, pretrained)
     if existing and not reset and catalog.count() and (spec.name, spec.pretrained) != existing:
         have = ModelSpec(*existing).describe()
         raise ModelMismatchError(

@@ -211,8 +211,17 @@ CASES = [
             + ["--pretrained", s.file("garbage.pt", b"\x00\x01 not a checkpoint" * 64)]
         ),
         RUNTIME,
-        "error: {tmp}/garbage.pt: not a usable checkpoint for clipcli-shapes",
+        "error: {tmp}/garbage.pt: not a PyTorch checkpoint",
         id="classify-garbage-checkpoint",
+    ),
+    case(
+        lambda s: (
+            ["classify", s.image, "--labels", "a,b"]
+            + ["--pretrained", s.file("garbage.pt", b"\x00\x01 not a checkpoint" * 64)]
+        ),
+        RUNTIME,
+        "error: {tmp}/garbage.pt: not a PyTorch checkpoint",
+        id="classify-garbage-checkpoint-without-a-model",
     ),
     case(
         lambda s: (
@@ -220,8 +229,14 @@ CASES = [
             + ["--pretrained", s.model[-1]]
         ),
         RUNTIME,
-        "error: {checkpoint}: not a usable checkpoint for ViT-B-32",
+        "error: {checkpoint}: not a checkpoint for ViT-B-32 (",
         id="classify-checkpoint-of-another-architecture",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", "--pretrained", s.model[-1]],
+        USAGE,
+        "error: {checkpoint}: not a checkpoint for ViT-B-32-256, the default model (",
+        id="classify-checkpoint-of-another-architecture-without-a-model",
     ),
     case(
         lambda s: ["classify", s.image, "--labels", "a,b", "--precision", "fp64", *s.model],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -293,3 +294,40 @@ def test_a_file_whose_name_is_not_utf8_is_classified_under_a_path_that_opens_it(
 
     assert str(odd) in [result.path for result in results]
     assert all(os.path.exists(result.path) and result.predictions for result in results)
+
+
+def test_a_checkpoint_given_without_a_model_must_fit_the_default_one(
+    cli, vit_spec, tmp_path, monkeypatch
+):
+    import open_clip
+    from conftest import VIT_CONFIG, VIT_MODEL
+
+    from clipcli import settings
+
+    # The tiny ViT at another input size, as ViT-B-32-256 is to ViT-B-32: open_clip would
+    # quietly resize the position embeddings of the tiny ViT's weights to fit it.
+    wider = {**VIT_CONFIG, "vision_cfg": {**VIT_CONFIG["vision_cfg"], "image_size": 96}}
+    (tmp_path / "clipcli-test-vit-96.json").write_text(json.dumps(wider))
+    open_clip.add_model_config(tmp_path / "clipcli-test-vit-96.json")
+    monkeypatch.setattr(settings, "DEFAULT_MODEL", "clipcli-test-vit-96")
+    image = make_image(tmp_path / "a.png")
+
+    result = cli("classify", image, "--labels", "a,b", "--pretrained", vit_spec.pretrained)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {vit_spec.pretrained}: not a checkpoint for clipcli-test-vit-96, the default"
+        " model (1 of its tensors differ, such as visual.positional_embedding); name the"
+        " checkpoint's architecture with --model, e.g. --model ViT-B-32\n"
+    )
+    named = cli(
+        "classify",
+        image,
+        "--labels",
+        "a,b",
+        "--pretrained",
+        vit_spec.pretrained,
+        "--model",
+        VIT_MODEL,
+    )
+    assert named.exit_code == 0, named.stderr
