@@ -7,27 +7,24 @@ move (the vector is kept), a hash already indexed → a copy (the vector is reus
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcli import locks, text_tower, vector_index
-from clipcli.catalog import CATALOG_FILE, Catalog, CatalogEntry, NewImage
+from clipcli import index_folder, text_tower, vector_index
+from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
-from clipcli.errors import ClipcliError, IndexBusyError, ModelMismatchError, UsageError
+from clipcli.errors import ModelMismatchError, UsageError
 from clipcli.images import discover_images
 from clipcli.models import ModelSpec, requested_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import precision_choice
 
-LOCK_FILE = "index.lock"
 HASH_CHUNK = 1 << 20
 
 
@@ -90,7 +87,7 @@ def update_index(
 
     A run that fails before it stores a photo (weights that cannot load, an unknown model)
     leaves the index folder as it found it: nothing is written before the model has loaded,
-    and a catalog, lock file or folder this run made for nothing is removed again.
+    and index_folder.writing removes what the run made for nothing.
     """
     started = time.perf_counter()
     for root in roots:
@@ -107,17 +104,8 @@ def update_index(
         reset,
         progress or NoProgress(),
     )
-    created = _make_folder(folder)
-    traces = [path for path in (folder / CATALOG_FILE, folder / LOCK_FILE) if not path.exists()]
-    try:
-        with _exclusive(folder):
-            report = _update(folder, job, new_catalog=folder / CATALOG_FILE in traces)
-    except IndexBusyError:
-        raise  # another run's folder and files: not this run's to remove
-    except BaseException:
-        if not (folder / CATALOG_FILE).exists():
-            _remove_traces(traces, created)
-        raise
+    with index_folder.writing(folder), Catalog(folder) as catalog:
+        report = _bring_up_to_date(catalog, folder, job)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -137,20 +125,8 @@ class _Job:
     progress: ProgressReporter
 
 
-def _update(folder: Path, job: _Job, *, new_catalog: bool) -> IndexReport:
-    """Bring the catalog up to date; a catalog made by this run is deleted if it fails empty."""
-    try:
-        with Catalog(folder) as catalog:
-            return _bring_up_to_date(catalog, folder, job)
-    except BaseException:
-        if new_catalog and not _holds_images(folder):
-            for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal", f"{CATALOG_FILE}-shm"):
-                with contextlib.suppress(OSError):
-                    (folder / name).unlink()
-        raise
-
-
 def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
+    """One run on the open catalog: plan, load the model if anything needs it, then write."""
     spec = _choose_model(catalog, job.model, job.pretrained, reset=job.reset)
     encoder = _OnDemand(spec, job.device, job.precision, job.progress)
     forgotten: set[str] = set()
@@ -172,27 +148,6 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
         text_tower.prepare_fast_search(encoder.loaded)
     return report
-
-
-def _holds_images(folder: Path) -> bool:
-    """Whether the catalog in `folder` stores any photo (when in doubt, yes: keep it)."""
-    try:
-        with Catalog(folder, read_only=True) as catalog:
-            return not catalog.is_blank and catalog.count() > 0
-    except ClipcliError:
-        return True
-
-
-def _remove_traces(traces: Sequence[Path], created: Sequence[Path]) -> None:
-    """Remove the files and the (still empty) folders a failed run made."""
-    for path in traces:
-        with contextlib.suppress(OSError):
-            path.unlink()
-    for made in reversed(created):
-        try:
-            made.rmdir()
-        except OSError:
-            return  # something else is in it now: leave it, and the folders above it
 
 
 @dataclass
@@ -257,43 +212,6 @@ def _choose_model(
             hint="use another --index, or `clipcli index --reset` to re-embed everything",
         )
     return spec
-
-
-def _make_folder(folder: Path) -> list[Path]:
-    """Create the index folder, or say why it cannot be one before anything is written.
-
-    Returns the folders this call created, outermost first.
-    """
-    hint = "give --index a folder (it is created if missing)"
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: is a file, not an index folder", hint=hint)
-    missing = []
-    ancestor = Path(os.path.abspath(folder))
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        missing.append(ancestor)
-        ancestor = ancestor.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UsageError(f"{folder}: a parent of it is a file, not a folder", hint=hint) from None
-    except OSError as exc:
-        raise ClipcliError(
-            f"{folder}: cannot create the index folder ({exc.strerror or exc})"
-        ) from None
-    return missing[::-1]
-
-
-@contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """One writer per index: a second `clipcli index` exits at once instead of interleaving."""
-    try:
-        with locks.exclusive(folder / LOCK_FILE, wait=False):
-            yield
-    except locks.Busy:
-        raise IndexBusyError(
-            f"{folder}: another `clipcli index` is updating this index",
-            hint="wait for it to finish, then run again",
-        ) from None
 
 
 def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:
