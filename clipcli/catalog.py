@@ -2,11 +2,16 @@
 
 Embeddings are stored as little-endian float32 BLOBs. Every change to the set of vectors or their
 paths bumps `generation`, so derived files (the FAISS index) can tell whether they are stale.
+
+Paths are stored as text when they are UTF-8, as nearly all are; a file name that is not (made
+on a system with another encoding: Python sees its odd bytes as lone surrogates) is stored as a
+BLOB of its exact bytes, so that it reads back as the very path the filesystem knows.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -56,6 +61,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE images ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX images_changed ON images (changed);
     """,
+    # Paths that are not UTF-8 are stored as BLOBs of their bytes from here on. Versions before
+    # this one read every path as text, so the version bump makes them refuse such a catalog.
+    """
+    INSERT OR REPLACE INTO meta VALUES ('paths', 'UTF-8 text, else a BLOB of the raw bytes');
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -94,6 +104,21 @@ class NewImage:
     embedding: Embeddings
 
 
+def path_value(path: str) -> str | bytes:
+    """How a path is stored: itself when it is UTF-8, else the bytes the filesystem holds."""
+    if isinstance(path, str) and not path.isascii():  # anything else is for SQLite to judge
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(path)
+    return path
+
+
+def path_from(value: str | bytes) -> str:
+    """A stored path as Python names the file (odd bytes as lone surrogates, as os.listdir)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 def to_blob(vector: Embeddings) -> bytes:
     return np.asarray(vector, dtype="<f4").tobytes()
 
@@ -128,14 +153,27 @@ def _reported(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concaten
 
 
 class Catalog:
-    """One index folder's catalog. Use as a context manager; writes are one transaction each."""
+    """One index folder's catalog. Use as a context manager; writes are one transaction each.
 
-    def __init__(self, folder: Path, *, create: bool = True) -> None:
+    `read_only` is for commands that only read (search): the file must exist, nothing is
+    migrated, and SQLite refuses any write. The connection is read-write at the file level
+    all the same: in WAL mode only such a connection, closing last, removes the -wal and -shm
+    files it opened, where a `mode=ro` one would leave them behind in the index folder.
+    """
+
+    schema_version: int
+
+    def __init__(self, folder: Path, *, read_only: bool = False) -> None:
         self.path = folder / CATALOG_FILE
-        if create:
+        self.read_only = read_only
+        if not read_only:
             folder.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if read_only:  # mode=rw: open the file that is there, never create one
+                uri = f"{Path(os.path.abspath(self.path)).as_uri()}?mode=rw"
+                self._db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            else:
+                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except sqlite3.DatabaseError as exc:
             raise _unusable(self.path, exc) from exc
         try:
@@ -155,22 +193,36 @@ class Catalog:
 
     @_reported
     def _prepare(self) -> None:
+        if self.read_only:
+            self._db.execute("PRAGMA query_only = ON")
+            self.schema_version = self._checked_version()
+            return
         self._migrate()
         # WAL lets searches read while an index run writes; the timeout rides out brief locks.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _checked_version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise ClipcliError(
                 f"{self.path}: catalog schema {version} is newer than this clipcli understands",
                 hint="upgrade clipcli",
             )
+        return version
+
+    @property
+    def is_blank(self) -> bool:
+        """Whether the file holds no catalog yet (an empty file, opened read-only)."""
+        return self.schema_version == 0
+
+    def _migrate(self) -> None:
+        version = self._checked_version()
         for number in range(version, SCHEMA_VERSION):
             self._db.executescript(
                 f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
             )
+        self.schema_version = SCHEMA_VERSION
 
     # -- metadata -------------------------------------------------------------------------------
 
@@ -210,7 +262,8 @@ class Catalog:
     @_reported
     def entries(self) -> dict[str, CatalogEntry]:
         rows = self._db.execute("SELECT id, path, size, mtime_ns, sha256 FROM images")
-        return {row[1]: CatalogEntry(*row) for row in rows}
+        entries = (CatalogEntry(id_, path_from(path), *rest) for id_, path, *rest in rows)
+        return {entry.path: entry for entry in entries}
 
     @_reported
     def count(self) -> int:
@@ -220,7 +273,7 @@ class Catalog:
     def unreadable(self) -> dict[str, tuple[int, int, str]]:
         """Files known not to decode: path -> (size, mtime_ns, reason)."""
         rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM unreadable")
-        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+        return {path_from(row[0]): (row[1], row[2], row[3]) for row in rows}
 
     @_reported
     def embedding_for_hash(self, sha256: str) -> Embeddings | None:
@@ -255,7 +308,7 @@ class Catalog:
             chunk = list(ids[start : start + 999])
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
-            found.update(rows.fetchall())
+            found.update((id_, path_from(path)) for id_, path in rows)
         return found
 
     # -- writes ---------------------------------------------------------------------------------
@@ -267,7 +320,10 @@ class Catalog:
     def add(self, images: Iterable[NewImage]) -> None:
         """Insert or replace by path, in one transaction: a killed run loses at most this batch."""
         now = time.time()
-        rows = [(i.path, i.size, i.mtime_ns, i.sha256, to_blob(i.embedding), now) for i in images]
+        rows = [
+            (path_value(i.path), i.size, i.mtime_ns, i.sha256, to_blob(i.embedding), now)
+            for i in images
+        ]
         if not rows:
             return
         with self._transaction():
@@ -290,7 +346,7 @@ class Catalog:
         with self._transaction():
             self._db.executemany(
                 "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
-                [(path, size, mtime, id_) for id_, path, size, mtime in moves],
+                [(path_value(path), size, mtime, id_) for id_, path, size, mtime in moves],
             )
             self._bump()
 
@@ -308,13 +364,14 @@ class Catalog:
     @_reported
     def set_unreadable(self, failures: Sequence[tuple[str, int, int, str]]) -> None:
         """Remember (path, size, mtime_ns, reason) of files that did not decode."""
+        rows = [(path_value(path), *rest) for path, *rest in failures]
         with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?, ?)", failures)
+            self._db.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?, ?)", rows)
 
     @_reported
     def forget_unreadable(self, keep: set[str]) -> None:
         """Drop the records of unreadable files except those still present and still bad."""
-        stale = [(p,) for p in self.unreadable() if p not in keep]
+        stale = [(path_value(p),) for p in self.unreadable() if p not in keep]
         with self._transaction():
             self._db.executemany("DELETE FROM unreadable WHERE path = ?", stale)
 

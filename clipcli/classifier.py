@@ -16,11 +16,11 @@ from clipcli.encoder import (
     load_image_encoder,
 )
 from clipcli.images import ImageDecodeError, expand_paths
-from clipcli.models import ModelSpec, resolve_exported_spec
+from clipcli.models import ModelSpec, requested_spec
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.prompts import TemplateSet, TextEmbeddingCache, label_embeddings
 from clipcli.scorer import Prediction, rank_labels
-from clipcli.settings import model_choice, precision_choice
+from clipcli.settings import precision_choice
 
 NO_IMAGES = "no images found"
 
@@ -51,13 +51,13 @@ def classify_paths(
 ) -> list[Classification]:
     """Classify files and folders (expanded, sorted); results come back in input order,
     followed by a warning entry for each folder that holds no images."""
+    chosen = precision_choice(precision)
     files, empty = _expand(paths)
     notes = [Classification(str(folder), warning=NO_IMAGES) for folder in empty]
     if not files:
         return notes  # nothing to classify, so no model to load
     progress = progress or NoProgress()
-    spec = resolve_exported_spec(*model_choice(model, pretrained))
-    chosen = precision_choice(precision)
+    spec = requested_spec(model, pretrained)
     cache = TextEmbeddingCache.default()
     try:
         progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
@@ -109,9 +109,23 @@ class _TextOnDemand:
         return self.model().encode_texts(texts)
 
 
+def label_warnings(labels: Sequence[str]) -> list[str]:
+    """What the user should hear about the labels themselves, one line each."""
+    if len(labels) == 1:  # a softmax over one label is 1 whatever the image
+        return ["only one label: every image scores 100%; give two or more"]
+    return []
+
+
 def failed(results: Sequence[Classification]) -> bool:
     """Whether any input path gave no predictions: an unreadable image, or a folder of none."""
     return any(result.predictions is None for result in results)
 
 
-__all__ = ["NO_IMAGES", "Classification", "ImageDecodeError", "classify_paths", "failed"]
+__all__ = [
+    "NO_IMAGES",
+    "Classification",
+    "ImageDecodeError",
+    "classify_paths",
+    "failed",
+    "label_warnings",
+]

@@ -227,7 +227,7 @@ def classify(
 ) -> None:
     """Rank labels for each image by CLIP zero-shot similarity."""
     from clipcli import output
-    from clipcli.classifier import classify_paths, failed
+    from clipcli.classifier import classify_paths, failed, label_warnings
     from clipcli.prompts import load_templates, parse_labels
 
     chosen = output.choose_format(form, json_output, sys.stdout)
@@ -252,6 +252,8 @@ def classify(
             print_error(f"{result.path}: {result.error}")
         elif result.warning is not None:
             print_warning(f"{result.path}: {result.warning}")
+    for note in label_warnings(label_list):
+        print_warning(note)
     if failed(results):  # an unreadable image, or a folder that gave nothing to classify
         raise typer.Exit(EXIT_FAILURE)
 

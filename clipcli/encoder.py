@@ -25,9 +25,11 @@ from urllib.parse import urlparse
 import numpy as np
 import numpy.typing as npt
 
+from clipcli import checkpoints
 from clipcli.errors import UsageError, WeightsUnavailableError
 from clipcli.models import HF_HUB_PREFIX, ModelSpec, open_clip_registry, torch_import_seconds
 from clipcli.progress import NoProgress, ProgressReporter
+from clipcli.settings import PRECISIONS
 
 if TYPE_CHECKING:
     import torch
@@ -36,11 +38,6 @@ if TYPE_CHECKING:
 
 Embeddings = npt.NDArray[np.float32]
 
-# fp32: open_clip's torch reference. bf16: torch autocast (CPUs with AVX-512 BF16/AMX, GPUs).
-# onnx / int8: ONNX Runtime on the CPU. auto: on the CPU, the fastest of torch fp32, ONNX fp32
-# and ONNX int8 whose embeddings agree with torch fp32 to cosine >= 0.999 (checked and timed
-# once per model at export).
-PRECISIONS = ("auto", "fp32", "bf16", "onnx", "int8")
 # Decoded, preprocessed pixels waiting for the model, at most (one batch always may).
 AHEAD_BYTES = 256 * 2**20
 
@@ -290,9 +287,7 @@ def _load_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:
     """One line that says which weights failed and why, whatever library raised."""
     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if spec.pretrained_is_file:
-        return WeightsUnavailableError(
-            f"{spec.pretrained}: not a usable checkpoint for {spec.name} ({first_line})"
-        )
+        return checkpoints.load_failure(spec.pretrained or "", spec.name, exc)
     text = str(exc).lower()
     if "download" in text or "offline" in text or "connection" in text or "cache" in text:
         return _weights_unavailable(spec)

@@ -6,6 +6,7 @@ caller decides whether to skip it, report it, or stop.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import stat
@@ -21,8 +22,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipcli.errors import ClipcliError
 
+# The photo formats Pillow reads, under every name they go by (.jfif and .jpe are JPEG). AVIF
+# needs Pillow's AVIF module (bundled in its wheels since 11.2); without it such files are left
+# out rather than each reported as unreadable.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+    | ({".avif"} if importlib.util.find_spec("PIL._avif") else set())
 )
 
 # What Pillow and its plugins raise for damaged data. Deliberately specific, so that a bug in

@@ -11,22 +11,20 @@ import hashlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcli import locks, text_tower, vector_index
+from clipcli import index_folder, text_tower, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
-from clipcli.errors import ClipcliError, IndexBusyError, ModelMismatchError, UsageError
+from clipcli.errors import ModelMismatchError, UsageError
 from clipcli.images import discover_images
-from clipcli.models import ModelSpec, resolve_exported_spec
+from clipcli.models import ModelSpec, requested_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.settings import model_choice, precision_choice
+from clipcli.settings import precision_choice
 
-LOCK_FILE = "index.lock"
 HASH_CHUNK = 1 << 20
 
 
@@ -85,28 +83,70 @@ def update_index(
     reset: bool = False,
     progress: ProgressReporter | None = None,
 ) -> IndexReport:
-    """Index every image under `roots` into `folder`, doing only the work that changed."""
+    """Index every image under `roots` into `folder`, doing only the work that changed.
+
+    A run that fails before it stores a photo (weights that cannot load, an unknown model)
+    leaves the index folder as it found it: nothing is written before the model has loaded,
+    and index_folder.writing removes what the run made for nothing.
+    """
     started = time.perf_counter()
-    progress = progress or NoProgress()
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
-    _make_folder(folder)
-    with _exclusive(folder), Catalog(folder) as catalog:
-        spec = _choose_model(catalog, model, pretrained, reset=reset)
-        encoder = _OnDemand(spec, device, precision_choice(precision), progress)
-        if reset:
-            encoder.load()  # a model that cannot load must not cost the user their index
-            catalog.clear()
-        if catalog.model() != (spec.name, spec.pretrained):
-            catalog.set_model(spec.name, spec.pretrained)
-        plan = _plan(_scan(roots, include_hidden), catalog.entries(), roots, catalog, progress)
-        report = IndexReport(index=str(folder), model=spec.name)
-        _apply(plan, catalog, encoder, batch_size, progress, report)
-        vector_index.refresh(folder, catalog)
-        if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
-            text_tower.prepare_fast_search(encoder.loaded)
+    job = _Job(
+        roots,
+        model,
+        pretrained,
+        device,
+        precision_choice(precision),
+        batch_size,
+        include_hidden,
+        reset,
+        progress or NoProgress(),
+    )
+    with index_folder.writing(folder), Catalog(folder) as catalog:
+        report = _bring_up_to_date(catalog, folder, job)
     report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one `clipcli index` run was asked to do."""
+
+    roots: Sequence[Path]
+    model: str | None
+    pretrained: str | None
+    device: str
+    precision: str
+    batch_size: int
+    include_hidden: bool
+    reset: bool
+    progress: ProgressReporter
+
+
+def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
+    """One run on the open catalog: plan, load the model if anything needs it, then write."""
+    spec = _choose_model(catalog, job.model, job.pretrained, reset=job.reset)
+    encoder = _OnDemand(spec, job.device, job.precision, job.progress)
+    forgotten: set[str] = set()
+    if job.reset:
+        encoder.load()  # a model that cannot load must not cost the user their index
+        forgotten = set(catalog.entries())
+        catalog.clear()
+    files = _scan(job.roots, job.include_hidden)
+    plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress)
+    if plan.to_encode:  # before the first write: a model that cannot load changes nothing
+        _load_for(encoder, len(plan.to_encode), job.progress)
+    if catalog.model() != (spec.name, spec.pretrained):
+        catalog.set_model(spec.name, spec.pretrained)
+    report = IndexReport(index=str(folder), model=spec.name)
+    _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
+    if job.reset:  # photos of other folders are gone too: the report counts every one
+        report.removed = len(forgotten - set(catalog.entries()))
+    vector_index.refresh(folder, catalog)
+    if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
+        text_tower.prepare_fast_search(encoder.loaded)
     return report
 
 
@@ -164,7 +204,7 @@ def _choose_model(
     explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
     if existing and not explicit:
         return ModelSpec(*existing)
-    spec = resolve_exported_spec(*model_choice(model, pretrained))
+    spec = requested_spec(model, pretrained)
     if existing and not reset and catalog.count() and (spec.name, spec.pretrained) != existing:
         have = ModelSpec(*existing).describe()
         raise ModelMismatchError(
@@ -172,34 +212,6 @@ def _choose_model(
             hint="use another --index, or `clipcli index --reset` to re-embed everything",
         )
     return spec
-
-
-def _make_folder(folder: Path) -> None:
-    """Create the index folder, or say why it cannot be one before anything is written."""
-    hint = "give --index a folder (it is created if missing)"
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{folder}: is a file, not an index folder", hint=hint)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UsageError(f"{folder}: a parent of it is a file, not a folder", hint=hint) from None
-    except OSError as exc:
-        raise ClipcliError(
-            f"{folder}: cannot create the index folder ({exc.strerror or exc})"
-        ) from None
-
-
-@contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """One writer per index: a second `clipcli index` exits at once instead of interleaving."""
-    try:
-        with locks.exclusive(folder / LOCK_FILE, wait=False):
-            yield
-    except locks.Busy:
-        raise IndexBusyError(
-            f"{folder}: another `clipcli index` is updating this index",
-            hint="wait for it to finish, then run again",
-        ) from None
 
 
 def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:
@@ -290,6 +302,17 @@ def _hash_all(files: list[_FileStat], plan: _Plan, progress: ProgressReporter) -
     return hashes
 
 
+def _load_for(encoder: _OnDemand, images: int, progress: ProgressReporter) -> ImageEncoder:
+    """The encoder for `images` images, loaded before the bar starts: its rate and ETA are the
+    encoding's."""
+    if encoder.loaded is None:
+        import_ahead("faiss")  # for the vector index at the end, while the images are embedded
+        progress.phase("Loading model", 1)  # a model's first run also prepares its fast path
+        encoder.load(images)
+        progress.advance(1)
+    return encoder.load(images)
+
+
 def _encode(
     work: list[tuple[_FileStat, str]],
     catalog: Catalog,
@@ -303,10 +326,7 @@ def _encode(
     by_path = {file.path: (file, sha) for file, sha in work}
     encoded: list[str] = []
     failed: list[Skipped] = []
-    import_ahead("faiss")  # for the vector index at the end, while the images are embedded
-    progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
-    model = encoder.load(len(work))  # before the bar starts: its rate and ETA are the encoding's
-    progress.advance(1)
+    model = _load_for(encoder, len(work), progress)
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
     for batch in embed_files(model, paths, batch_size):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcli.errors import UnknownModelError, UsageError
-from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED, ENV_MODEL, model_choice
 
 PACKAGE_DIR = Path(__file__).parent
 BUNDLED_CONFIG_DIR = PACKAGE_DIR / "model_configs"
@@ -70,8 +70,22 @@ def torch_import_seconds() -> float | None:
     return _torch_import_s[0] if _torch_import_s else None
 
 
-def resolve_model_spec(model: str, pretrained: str | None) -> ModelSpec:
-    """Check the model name and choose weights: the given tag or file, else a sensible default."""
+def requested_spec(model: str | None, pretrained: str | None) -> ModelSpec:
+    """The model and weights --model and --pretrained ask for (None: not given), checked, with
+    the environment and the defaults filling in what they leave out."""
+    name, weights = model_choice(model, pretrained)
+    defaulted = model is None and not os.environ.get(ENV_MODEL)
+    return resolve_exported_spec(name, weights, default_model=defaulted)
+
+
+def resolve_model_spec(
+    model: str, pretrained: str | None, *, default_model: bool = False
+) -> ModelSpec:
+    """Check the model name and choose weights: the given tag or file, else a sensible default.
+
+    With `default_model` (the user named no model), a checkpoint file must fit the default
+    architecture: weights of another are refused with a hint to name theirs with --model.
+    """
     open_clip = open_clip_registry()
     if model.startswith(HF_HUB_PREFIX):
         return ModelSpec(model, None)
@@ -85,6 +99,10 @@ def resolve_model_spec(model: str, pretrained: str | None) -> ModelSpec:
     if os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith((".pt", ".bin")):
         if not os.path.isfile(pretrained):
             raise UsageError(f"{pretrained}: checkpoint file not found (--pretrained)")
+        if default_model:
+            from clipcli.checkpoints import check_fits_default
+
+            check_fits_default(open_clip, model, os.path.abspath(pretrained))
         return ModelSpec(model, os.path.abspath(pretrained))
     tags = open_clip.list_pretrained_tags_by_model(model)
     if pretrained not in tags:
@@ -96,7 +114,9 @@ def resolve_model_spec(model: str, pretrained: str | None) -> ModelSpec:
     return ModelSpec(model, pretrained)
 
 
-def resolve_exported_spec(model: str, pretrained: str | None) -> ModelSpec:
+def resolve_exported_spec(
+    model: str, pretrained: str | None, *, default_model: bool = False
+) -> ModelSpec:
     """resolve_model_spec, without importing open_clip (and torch) for a model exported here.
 
     Its name and weights were checked when it was exported; anything else goes through
@@ -107,7 +127,7 @@ def resolve_exported_spec(model: str, pretrained: str | None) -> ModelSpec:
     guess = _spec_without_open_clip(model, pretrained)
     if guess is not None and ExportFolder.for_spec(guess).read_meta().get("image_exported"):
         return guess
-    return resolve_model_spec(model, pretrained)
+    return resolve_model_spec(model, pretrained, default_model=default_model)
 
 
 def _spec_without_open_clip(model: str, pretrained: str | None) -> ModelSpec | None:

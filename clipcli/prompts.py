@@ -8,6 +8,7 @@ run with the same labels never touches the text encoder.
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ TEXTS_PER_FORWARD = 256
 TEXT_CACHE_FILE = "text_embeddings.sqlite3"
 # The cache key standing for "no template": search queries are embedded as typed.
 RAW_QUERY = "raw-query"
+# A comma that separates labels: one not escaped as `\,`.
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+# UTF-8, less the byte-order mark that Windows editors put first, which would start a label.
+TEXT_FILE_ENCODING = "utf-8-sig"
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def load_templates(name_or_path: str) -> TemplateSet:
 def parse_template_file(path: Path) -> tuple[str, ...]:
     """One template per line; blank lines and '#' comments are ignored."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding=TEXT_FILE_ENCODING).splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read template file ({exc})") from exc
     templates = []
@@ -91,13 +96,17 @@ def parse_template_file(path: Path) -> tuple[str, ...]:
 
 
 def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
-    """Labels from a comma-separated string and/or a file (one per line), de-duplicated in order."""
+    """Labels from a comma-separated string and/or a file (one per line), de-duplicated in order.
+
+    In the string, `\\,` is a comma that belongs to the label ("a cat\\, sleeping").
+    """
     found: list[str] = []
     if labels:
-        found += [part.strip() for part in labels.split(",")]
+        parts = _UNESCAPED_COMMA.split(labels)
+        found += [part.replace("\\,", ",").strip() for part in parts]
     if labels_file is not None:
         try:
-            text = labels_file.read_text(encoding="utf-8")
+            text = labels_file.read_text(encoding=TEXT_FILE_ENCODING)
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{labels_file}: cannot read labels file ({exc})") from exc
         found += [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]

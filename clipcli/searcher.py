@@ -47,7 +47,8 @@ def search_index(
     Photos deleted since they were indexed are left out (and counted), and the next ones fill
     their places: `clipcli index` is what drops them from the catalog.
     """
-    if not query and image is None:
+    query = query if query and query.strip() else None  # spaces alone say nothing either
+    if query is None and image is None:
         raise UsageError("nothing to search for", hint="give a text query or --image PATH")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, not {top_k}")
@@ -56,8 +57,8 @@ def search_index(
             f"{folder}: no index here", hint="run `clipcli index DIR` first (or pass --index)"
         )
     import_ahead("faiss")  # for the vector index, while the query is embedded
-    with Catalog(folder, create=False) as catalog:
-        model = catalog.model()
+    with Catalog(folder, read_only=True) as catalog:  # a search never writes the catalog
+        model = None if catalog.is_blank else catalog.model()
         if model is None or catalog.count() == 0:
             raise IndexMissingError(
                 f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"

@@ -176,22 +176,40 @@ def indexed_ids(index: Any) -> Ids:
 
 
 def search(index: Any, query: Embeddings, k: int, *, parts: int | None = None) -> list[Hit]:
-    """The k nearest vectors to one unit-length query, best first.
+    """The k nearest vectors to one unit-length query, best first, equal scores by catalog id.
 
+    Copies of a photo share a vector, so ties are common; faiss keeps and lists tied vectors by
+    their place in the index, which changes with k (and with the order vectors were added). Here
+    every tie is ranked by id, so the hits for a larger k always begin with those for a smaller.
     An exact index is scanned in `parts` slices side by side (default: one per OpenMP thread
-    faiss would use, so one per core unless OMP_NUM_THREADS says less); the hits are the ones a
-    single IndexFlatIP scan finds, in the same order.
+    faiss would use, so one per core unless OMP_NUM_THREADS says less), with the scores a
+    single IndexFlatIP scan computes.
     """
     k = min(k, index.ntotal)  # faiss allocates k results whether or not there are that many
     if k < 1:
         return []
     row = np.asarray(query, dtype=np.float32).reshape(1, -1)
+    asked = min(k + 1, index.ntotal)  # one more, to see whether the k-th is tied with the next
+    while True:
+        scores, ids = _nearest(index, row, asked, parts)
+        # Vectors tied with the k-th may have been cut at the edge: ask until one scores lower.
+        if len(ids) < asked or asked == index.ntotal or scores[-1] < scores[k - 1]:
+            break
+        asked = min(2 * asked, index.ntotal)
+    best = np.lexsort((ids, -scores))[:k]
+    return [Hit(int(i), float(s)) for i, s in zip(ids[best], scores[best], strict=True)]
+
+
+def _nearest(index: Any, row: Embeddings, k: int, parts: int | None) -> tuple[Scores, Ids]:
+    """The scores and ids of the k best, best first; ties in whatever order faiss keeps them.
+
+    Fewer than k when an inverted-lists index finds fewer in the lists it probes.
+    """
     if _is_exact(index):
-        scores, ids = _exact_search(index, row, k, parts)
-    else:
-        found_scores, found_ids = index.search(row, k)
-        scores, ids = found_scores[0], found_ids[0]
-    return [Hit(int(i), float(s)) for i, s in zip(ids, scores, strict=True) if i != -1]
+        return _exact_search(index, row, k, parts)
+    scores, ids = index.search(row, k)
+    found = ids[0] != -1
+    return scores[0][found], ids[0][found]
 
 
 def _is_exact(index: Any) -> bool:
@@ -226,10 +244,7 @@ def _exact_search(index: Any, row: Embeddings, k: int, parts: int | None) -> tup
         found = list(pool.map(lambda part: _scan(row, vectors[part], part.start, k), slices))
     scores = np.concatenate([s for s, _ in found])
     rows = np.concatenate([r for _, r in found])
-    # Among equal scores faiss keeps the earliest vectors and lists them latest first; the two
-    # sorts copy both, so duplicate photos rank as they would in a single scan.
-    kept = np.lexsort((rows, -scores))[:k]
-    kept = kept[np.lexsort((-rows[kept], -scores[kept]))]
+    kept = np.argsort(-scores, kind="stable")[:k]  # search() ranks the ties
     labels = faiss.rev_swig_ptr(index.id_map.data(), count)
     return scores[kept], labels[rows[kept]]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,6 +77,19 @@ def make_image(path: Path, colour: str | tuple[int, int, int] = "red", size=(64,
     return path
 
 
+# A file name made on a system with another encoding: Latin-1 for "é". Python names such a file
+# with a lone surrogate ("latin1-\udce9.jpg"), which no UTF-8 text can hold.
+NON_UTF8_NAME = b"latin1-\xe9.jpg"
+
+
+def make_non_utf8_image(folder: Path, colour: str = "purple") -> Path:
+    """A JPEG whose file name is not valid UTF-8; returns its path as Python spells it."""
+    drawn = make_image(folder / "drawn.jpg", colour)
+    path = os.fsencode(folder) + b"/" + NON_UTF8_NAME
+    os.rename(os.fsencode(drawn), path)
+    return Path(os.fsdecode(path))
+
+
 @pytest.fixture
 def photo_folder(tmp_path: Path) -> Path:
     """Five small images in two folders, one of them nested."""
@@ -84,6 +99,27 @@ def photo_folder(tmp_path: Path) -> Path:
     make_image(folder / "nested" / "white.webp", "white")
     make_image(folder / "nested" / "black.bmp", "black")
     return folder
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, str] | str] | None:
+    """Every folder and file under `folder` by relative path, files with their size and SHA-256
+    (None if `folder` does not exist): equal snapshots before and after a command show that it
+    created, changed and removed nothing there."""
+    if not os.path.lexists(folder):
+        return None
+    found: dict[str, tuple[int, str] | str] = {}
+    for parent, folders, files in os.walk(folder):  # links are listed, never followed
+        for name in folders:
+            found[os.path.relpath(os.path.join(parent, name), folder)] = "folder"
+        for name in files:
+            path = os.path.join(parent, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                found[os.path.relpath(path, folder)] = "other"
+                continue
+            with open(path, "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+            found[os.path.relpath(path, folder)] = (os.path.getsize(path), digest)
+    return found
 
 
 class Cli:

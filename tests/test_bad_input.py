@@ -2,8 +2,8 @@
 
 Each case states its exit code (1: a runtime problem, 2: a usage problem, as README.md
 documents them) and what its one line on stderr says; none may print a traceback or more
-than that one line. Most cases run in-process; those marked `process` run clipcli as a real
-process, whose stderr is exactly what a user sees.
+than that one line, nor create, change or remove any file. Most cases run in-process; those
+marked `process` run clipcli as a real process, whose stderr is exactly what a user sees.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, make_image
+from conftest import TEST_MODEL, make_image, snapshot
 from typer.testing import CliRunner
 
 from clipcli.catalog import CATALOG_FILE
@@ -70,11 +70,22 @@ class Setup:
         path.mkdir(exist_ok=True)
         return path
 
+    def photos(self) -> Path:
+        """A folder with a photo in it: work for `clipcli index`, which then loads the model."""
+        make_image(self.tmp / "photos" / "red.png", "red")
+        return self.tmp / "photos"
+
     def index(self) -> Path:
         copy = self.tmp / "index"
         if not copy.exists():
             shutil.copytree(self._built, copy)
         return copy
+
+    def empty_catalog(self) -> Path:
+        """An index folder whose catalog file is empty, as a full disk or a stray touch leaves."""
+        index = self.folder("index")
+        (index / CATALOG_FILE).write_bytes(b"")
+        return index
 
     def garbage_catalog(self) -> Path:
         index = self.index()
@@ -97,6 +108,7 @@ class Case:
     exit_code: int
     says: str  # how the line starts; {tmp} is the test's tmp_path, {checkpoint} model_args'
     process: bool = False  # run as a real process rather than in-process
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the run
 
 
 def case(
@@ -106,8 +118,9 @@ def case(
     *,
     id: str,
     process: bool = False,
+    env: dict[str, str] | None = None,
 ):
-    return pytest.param(Case(args, exit_code, says, process), id=id)
+    return pytest.param(Case(args, exit_code, says, process, tuple((env or {}).items())), id=id)
 
 
 HELP_HINT = "; see `clipcli {} --help`"
@@ -198,8 +211,17 @@ CASES = [
             + ["--pretrained", s.file("garbage.pt", b"\x00\x01 not a checkpoint" * 64)]
         ),
         RUNTIME,
-        "error: {tmp}/garbage.pt: not a usable checkpoint for clipcli-shapes",
+        "error: {tmp}/garbage.pt: not a PyTorch checkpoint",
         id="classify-garbage-checkpoint",
+    ),
+    case(
+        lambda s: (
+            ["classify", s.image, "--labels", "a,b"]
+            + ["--pretrained", s.file("garbage.pt", b"\x00\x01 not a checkpoint" * 64)]
+        ),
+        RUNTIME,
+        "error: {tmp}/garbage.pt: not a PyTorch checkpoint",
+        id="classify-garbage-checkpoint-without-a-model",
     ),
     case(
         lambda s: (
@@ -207,8 +229,27 @@ CASES = [
             + ["--pretrained", s.model[-1]]
         ),
         RUNTIME,
-        "error: {checkpoint}: not a usable checkpoint for ViT-B-32",
+        "error: {checkpoint}: not a checkpoint for ViT-B-32 (",
         id="classify-checkpoint-of-another-architecture",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", "--pretrained", s.model[-1]],
+        USAGE,
+        "error: {checkpoint}: not a checkpoint for ViT-B-32-256, the default model (",
+        id="classify-checkpoint-of-another-architecture-without-a-model",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", "--precision", "fp64", *s.model],
+        USAGE,
+        "error: unknown precision 'fp64' (--precision); use auto, fp32, bf16, onnx, int8",
+        id="classify-unknown-precision",
+    ),
+    case(
+        lambda s: ["classify", s.image, "--labels", "a,b", *s.model],
+        USAGE,
+        "error: CLIPCLI_PRECISION=fp64: unknown precision; use auto, fp32",
+        id="classify-unknown-precision-from-the-environment",
+        env={"CLIPCLI_PRECISION": "fp64"},
     ),
     case(
         lambda s: ["classify", s.tmp / "missing.jpg", "--labels", "a,b", *s.model],
@@ -258,10 +299,33 @@ CASES = [
         process=True,
     ),
     case(
+        lambda s: ["index", s.photos(), "--index", s.tmp / "new", *s.model],
+        USAGE,
+        "error: CLIPCLI_PRECISION=int4: unknown precision",
+        id="index-unknown-precision-from-the-environment",
+        env={"CLIPCLI_PRECISION": "int4"},
+        process=True,
+    ),
+    case(
         lambda s: ["index", s.folder("photos"), "--batch-size", "0", *s.model],
         USAGE,
         "error: invalid value for '--batch-size': 0 is not in the range x>=1",
         id="index-batch-size-0",
+    ),
+    case(
+        lambda s: ["index", s.photos(), "--index", s.tmp / "new", "--model", "nonsense"],
+        USAGE,
+        "error: unknown model 'nonsense'",
+        id="index-unknown-model-into-a-new-index",
+    ),
+    case(
+        lambda s: (
+            ["index", s.photos(), "--index", s.tmp / "new", "--model", TEST_MODEL]
+            + ["--pretrained", s.file("garbage.pt", b"\x00\x01 not a checkpoint" * 64)]
+        ),
+        RUNTIME,
+        "error: {tmp}/garbage.pt: not a",
+        id="index-unusable-checkpoint-into-a-new-index",
     ),
     case(
         lambda s: ["index", s.folder("photos"), "--index", s.garbage_catalog(), *s.model],
@@ -281,6 +345,12 @@ CASES = [
         USAGE,
         "error: nothing to search for",
         id="search-empty-query",
+    ),
+    case(
+        lambda s: ["search", "  \t ", "--index", s.index()],
+        USAGE,
+        "error: nothing to search for",
+        id="search-query-of-spaces",
     ),
     case(
         lambda s: ["search", "a red square", "--index", s.index(), "--top-k", "0"],
@@ -319,6 +389,12 @@ CASES = [
         USAGE,
         "error: -0 prints the paths alone; leave out --format and --json",
         id="search-null-and-a-format",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.empty_catalog()],
+        RUNTIME,
+        "error: {tmp}/index: the index is empty",
+        id="search-empty-catalog-file",
     ),
     case(
         lambda s: ["search", "a red square", "--index", s.garbage_catalog()],
@@ -366,9 +442,17 @@ def run_process(args: list[str]) -> tuple[int, str]:
 
 @pytest.mark.parametrize("bad", CASES)
 def test_bad_input_exits_with_its_code_and_one_line_on_stderr(
-    bad: Case, cli, model_args: list[str], built_index: Path, tmp_path: Path
+    bad: Case,
+    cli,
+    model_args: list[str],
+    built_index: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    for name, value in bad.env:
+        monkeypatch.setenv(name, value)
     args = [str(arg) for arg in bad.args(Setup(tmp_path, model_args, built_index))]
+    before = snapshot(tmp_path)
     if bad.process:
         exit_code, stderr = run_process(args)
     else:
@@ -380,3 +464,4 @@ def test_bad_input_exits_with_its_code_and_one_line_on_stderr(
     assert len(lines) == 1, stderr
     assert lines[0].startswith(bad.says.format(tmp=tmp_path, checkpoint=model_args[-1]))
     assert exit_code == bad.exit_code
+    assert snapshot(tmp_path) == before

@@ -140,6 +140,24 @@ def test_file_that_is_not_sqlite_is_reported_as_an_unreadable_catalog(folder: Pa
     assert "not a readable clipcli catalog" in caught.value.message
 
 
+def test_a_catalog_opened_read_only_is_never_created_migrated_or_written(folder: Path) -> None:
+    with pytest.raises(ClipcliError):
+        Catalog(folder, read_only=True)
+    assert not folder.exists()
+
+    folder.mkdir()
+    with raw(folder) as db:
+        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+    before = (folder / CATALOG_FILE).read_bytes()
+    with Catalog(folder, read_only=True) as catalog:
+        assert (catalog.schema_version, catalog.count(), catalog.model()) == (1, 0, None)
+        with pytest.raises(ClipcliError) as caught:
+            catalog.set_model("clipcli-shapes", None)
+    assert "readonly" in caught.value.message
+    assert (folder / CATALOG_FILE).read_bytes() == before
+    assert sorted(p.name for p in folder.iterdir()) == [CATALOG_FILE]
+
+
 PAGE = 4096  # SQLite's default page size, which the catalog keeps
 
 
@@ -359,6 +377,52 @@ def test_empty_catalog_has_no_vectors(catalog: Catalog) -> None:
     ids, vectors = catalog.vectors()
     assert ids.shape == (0,)
     assert vectors.shape == (0, 0)
+
+
+# --- paths that are not UTF-8 ---------------------------------------------------------------------
+
+# How Python names a file whose name holds the Latin-1 byte for "é" (os.listdir, os.scandir).
+ODD = "/photos/latin1-\udce9.jpg"
+ODD_BYTES = b"/photos/latin1-\xe9.jpg"
+
+
+def test_a_path_that_is_not_utf8_is_stored_as_its_bytes_and_reads_back_as_it_was(
+    folder: Path, catalog: Catalog
+) -> None:
+    catalog.add([new_image(ODD, "odd", seed=1), new_image("/photos/latin1-é.jpg", "e", 2)])
+
+    with raw(folder) as db:
+        stored = dict(db.execute("SELECT sha256, path FROM images").fetchall())
+    assert stored == {"odd": ODD_BYTES, "e": "/photos/latin1-é.jpg"}
+    entries = catalog.entries()
+    assert set(entries) == {ODD, "/photos/latin1-é.jpg"}
+    assert entries[ODD].path == ODD
+    assert catalog.paths_for([entries[ODD].id]) == {entries[ODD].id: ODD}
+
+
+def test_a_path_that_is_not_utf8_can_be_replaced_moved_to_and_removed(catalog: Catalog) -> None:
+    catalog.add([new_image(ODD, "old", seed=1)])
+    catalog.add([new_image(ODD, "new", seed=2)])
+    entry = catalog.entries()[ODD]
+    assert (catalog.count(), entry.sha256) == (1, "new")
+
+    catalog.move([(entry.id, "/photos/moved-\udcff.png", 1, 2)])
+    assert list(catalog.entries()) == ["/photos/moved-\udcff.png"]
+
+    catalog.remove([entry.id])
+    assert catalog.count() == 0
+
+
+def test_unreadable_files_whose_names_are_not_utf8_are_remembered_and_forgotten(
+    catalog: Catalog,
+) -> None:
+    catalog.set_unreadable([(ODD, 0, 1, "empty file (0 bytes)"), ("/photos/b.jpg", 0, 1, "x")])
+    assert catalog.unreadable()[ODD] == (0, 1, "empty file (0 bytes)")
+
+    catalog.forget_unreadable({"/photos/b.jpg"})
+    assert list(catalog.unreadable()) == ["/photos/b.jpg"]
+    catalog.forget_unreadable(set())
+    assert catalog.unreadable() == {}
 
 
 # --- generation -----------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import pytest
-from conftest import make_image
+from conftest import make_image, make_non_utf8_image
 
 
 def test_json_has_one_entry_per_image_in_input_order(cli, model_args, photo_folder, tmp_path):
@@ -47,6 +49,19 @@ def test_top_k_cuts_the_list_but_not_the_softmax(cli, model_args, tmp_path):
     )
     assert len(top2[0]["predictions"]) == 2
     assert top2[0]["predictions"] == full[0]["predictions"][:2]
+
+
+def test_a_single_label_is_warned_about_since_every_image_scores_100_percent(
+    cli, model_args, tmp_path
+):
+    image = make_image(tmp_path / "a.png", "red")
+
+    result, data = cli.json("classify", image, "--labels", "a red thing", *model_args)
+
+    assert result.exit_code == 0
+    assert data[0]["predictions"][0]["score"] == 1.0
+    assert result.stderr == ("warning: only one label: every image scores 100%; give two or more\n")
+    assert cli("classify", image, "--labels", "red,blue", *model_args).stderr == ""
 
 
 def test_unreadable_and_missing_paths_become_error_entries_and_exit_1(cli, model_args, tmp_path):
@@ -262,3 +277,60 @@ def test_a_folder_without_images_beside_real_ones_still_exits_1(cli, model_args,
     assert result.stderr.strip() == f"warning: {empty}: no images found"
     table = cli("classify", empty, image, "--labels", "red,blue", *model_args)
     assert table.exit_code == 1 and "a.png" in table.stdout and str(empty) not in table.stdout
+
+
+def test_a_file_whose_name_is_not_utf8_is_classified_under_a_path_that_opens_it(
+    random_checkpoint, photo_folder
+):
+    from clipcli.classifier import classify_paths
+    from clipcli.prompts import load_templates
+
+    odd = make_non_utf8_image(photo_folder)
+
+    results = classify_paths(
+        [photo_folder],
+        ["red", "purple"],
+        load_templates("default"),
+        model="clipcli-shapes",
+        pretrained=str(random_checkpoint),
+    )
+
+    assert str(odd) in [result.path for result in results]
+    assert all(os.path.exists(result.path) and result.predictions for result in results)
+
+
+def test_a_checkpoint_given_without_a_model_must_fit_the_default_one(
+    cli, vit_spec, tmp_path, monkeypatch
+):
+    import open_clip
+    from conftest import VIT_CONFIG, VIT_MODEL
+
+    from clipcli import settings
+
+    # The tiny ViT at another input size, as ViT-B-32-256 is to ViT-B-32: open_clip would
+    # quietly resize the position embeddings of the tiny ViT's weights to fit it.
+    wider = {**VIT_CONFIG, "vision_cfg": {**VIT_CONFIG["vision_cfg"], "image_size": 96}}
+    (tmp_path / "clipcli-test-vit-96.json").write_text(json.dumps(wider))
+    open_clip.add_model_config(tmp_path / "clipcli-test-vit-96.json")
+    monkeypatch.setattr(settings, "DEFAULT_MODEL", "clipcli-test-vit-96")
+    image = make_image(tmp_path / "a.png")
+
+    result = cli("classify", image, "--labels", "a,b", "--pretrained", vit_spec.pretrained)
+
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {vit_spec.pretrained}: not a checkpoint for clipcli-test-vit-96, the default"
+        " model (1 of its tensors differ, such as visual.positional_embedding); name the"
+        " checkpoint's architecture with --model, e.g. --model ViT-B-32\n"
+    )
+    named = cli(
+        "classify",
+        image,
+        "--labels",
+        "a,b",
+        "--pretrained",
+        vit_spec.pretrained,
+        "--model",
+        VIT_MODEL,
+    )
+    assert named.exit_code == 0, named.stderr

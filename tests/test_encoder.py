@@ -85,7 +85,17 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     bogus.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsUnavailableError) as caught:
         load_encoder(ModelSpec("clipcli-shapes", str(bogus)), "cpu")
-    assert str(bogus) in caught.value.message
+    assert caught.value.message == f"{bogus}: not a PyTorch checkpoint"
+
+
+def test_a_checkpoint_of_another_architecture_says_so_in_one_short_line(
+    random_checkpoint, vit_spec
+):
+    with pytest.raises(WeightsUnavailableError) as caught:
+        load_encoder(ModelSpec(vit_spec.name, str(random_checkpoint)), "cpu")
+    message = caught.value.message
+    assert message.startswith(f"{random_checkpoint}: not a checkpoint for clipcli-test-vit (")
+    assert len(message) < len(str(random_checkpoint)) + 150
 
 
 def test_unavailable_device_is_a_usage_error():

@@ -253,9 +253,35 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
 # --- discovery ------------------------------------------------------------------------------
 
 
+PILLOW_READS_AVIF = ".avif" in Image.registered_extensions()
+
+
 def test_image_extensions_are_lowercase_with_a_dot() -> None:
-    expected = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-    assert expected == IMAGE_EXTENSIONS
+    expected = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif"}
+    assert expected | {".tiff"} == IMAGE_EXTENSIONS - {".avif"}
+    assert (".avif" in IMAGE_EXTENSIONS) == PILLOW_READS_AVIF
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        ".jfif",
+        ".jpe",
+        pytest.param(
+            ".avif", marks=pytest.mark.skipif(not PILLOW_READS_AVIF, reason="Pillow without AVIF")
+        ),
+    ],
+)
+def test_other_names_of_jpeg_and_avif_photos_are_found_and_decoded(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"photo{suffix.upper()}"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(path, Image.registered_extensions()[suffix])
+
+    assert discover_images(tmp_path) == [path]
+    image = load_image(path)
+    assert image.size == (40, 30)
+    assert np.abs(np.asarray(image, dtype=int)[15, 20] - (200, 30, 30)).max() < 16
 
 
 def test_discovery_is_recursive_and_sorted_by_path(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, save_random_checkpoint
+from conftest import TEST_MODEL, make_non_utf8_image, save_random_checkpoint, snapshot
 from PIL import Image
 
 from clipcli.catalog import CATALOG_FILE
@@ -373,6 +373,7 @@ def test_every_image_extension_is_found_in_any_case_and_other_files_are_ignored(
 ) -> None:
     folder = tmp_path / "mixed"
     names = ["a.jpg", "b.JPEG", "c.Png", "d.WEBP", "e.gif", "f.BMP", "g.tif", "h.TIFF", "IMG.JPG"]
+    names += ["i.jfif", "j.JPE"] + (["k.avif"] if ".avif" in Image.registered_extensions() else [])
     for seed, name in enumerate(names):
         noise_image(folder / name, seed)
     (folder / "notes.txt").write_text("not a photo")
@@ -380,8 +381,44 @@ def test_every_image_extension_is_found_in_any_case_and_other_files_are_ignored(
 
     report = run_index(folder)
 
-    assert (report["added"], report["total"], report["skipped"]) == (9, 9, [])
+    assert (report["added"], report["total"], report["skipped"]) == (len(names),) * 2 + ([],)
     assert sorted(rows(index)) == under(folder, *names)
+
+
+def searched(index: Path) -> list[str]:
+    """Every path search returns, as the logic hands them to the output layer."""
+    from clipcli.searcher import search_index
+
+    return [hit.path for hit in search_index(index, QUERY, top_k=50).hits]
+
+
+def test_a_file_whose_name_is_not_utf8_is_indexed_moved_copied_and_removed_like_any_other(
+    run_index, photo_folder: Path, index: Path
+) -> None:
+    odd = make_non_utf8_image(photo_folder)
+
+    report = run_index(photo_folder)
+
+    assert (report["added"], report["total"], report["skipped"]) == (6, 6, [])
+    found = searched(index)
+    assert sorted(found) == sorted([*under(photo_folder, *PHOTOS), str(odd)])
+    assert all(os.path.exists(path) for path in found)
+
+    moved = odd.parent / "nested" / odd.name
+    os.rename(odd, moved)
+    copy = photo_folder / "copy-\udce8.jpg"
+    shutil.copy(moved, copy)
+    report = run_index(photo_folder)
+
+    assert (report["moved"], report["added"], report["removed"], report["total"]) == (1, 1, 0, 7)
+    assert {str(moved), str(copy)} <= set(searched(index))
+
+    moved.unlink()
+    copy.unlink()
+    report = run_index(photo_folder)
+
+    assert (report["removed"], report["total"]) == (2, 5)
+    assert sorted(searched(index)) == under(photo_folder, *PHOTOS)
 
 
 # --- roots ----------------------------------------------------------------------------------------
@@ -830,6 +867,35 @@ def test_other_model_is_refused_with_a_hint_and_reset_re_embeds_everything(
     )
 
 
+def test_reset_re_embeds_the_folders_given_and_counts_the_other_folders_photos_as_removed(
+    cli, run_index, photo_folder: Path, tmp_path: Path, index: Path, other_checkpoint: Path
+) -> None:
+    other = tmp_path / "other"
+    for seed in range(3):
+        noise_image(other / f"{seed}.png", seed=seed)
+    run_index(photo_folder)
+    run_index(other)
+    new_model = ["--model", TEST_MODEL, "--pretrained", str(other_checkpoint)]
+
+    result, report = cli.json("index", photo_folder, "--index", index, *new_model, "--reset")
+
+    assert result.exit_code == 0, result.stderr
+    assert (report["added"], report["removed"], report["total"]) == (5, 3, 5)
+    assert sorted(rows(index)) == under(photo_folder, *PHOTOS)
+
+
+def test_reset_counts_an_indexed_photo_that_no_longer_decodes_as_removed(
+    run_index, photo_folder: Path, index: Path
+) -> None:
+    run_index(photo_folder)
+    (photo_folder / "red.png").write_bytes(b"")
+
+    report = run_index(photo_folder, "--reset")
+
+    assert (report["added"], report["removed"], report["total"]) == (4, 1, 4)
+    assert [item["path"] for item in report["skipped"]] == [str(photo_folder / "red.png")]
+
+
 def unusable_checkpoint(tmp_path: Path) -> list[str]:
     path = tmp_path / "broken.pt"
     path.write_text("not a checkpoint")
@@ -865,6 +931,89 @@ def test_unknown_model_is_a_usage_error_suggesting_close_names(
     assert "unknown model 'clipcli-shape'" in result.stderr
     assert TEST_MODEL in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- a run that fails leaves the index folder as it found it -------------------------------------
+
+
+def offline_default_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """No model options, so the default model, whose weights are not cached and cannot be got."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    return []
+
+
+@pytest.mark.parametrize(
+    ("model_options", "exit_code", "says"),
+    [
+        pytest.param(lambda tmp, mp: ["--model", "nonsense"], 2, "unknown model", id="unknown"),
+        pytest.param(lambda tmp, mp: unusable_checkpoint(tmp), 1, "broken.pt", id="unusable"),
+        pytest.param(offline_default_weights, 1, "not in the local cache", id="offline"),
+    ],
+)
+def test_a_run_whose_model_cannot_load_leaves_no_index_behind(
+    cli,
+    photo_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    model_options,
+    exit_code: int,
+    says: str,
+) -> None:
+    index = tmp_path / "new" / "index"
+    options = model_options(tmp_path, monkeypatch)
+
+    result = cli("index", photo_folder, "--index", index, *options)
+
+    assert result.exit_code == exit_code
+    assert says in result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_run_whose_model_cannot_load_leaves_an_empty_index_in_a_folder_that_existed(
+    cli, photo_folder: Path, tmp_path: Path
+) -> None:
+    index = tmp_path / "index"
+    index.mkdir()
+
+    result = cli("index", photo_folder, "--index", index, *unusable_checkpoint(tmp_path))
+
+    assert result.exit_code == 1
+    assert snapshot(index) == {}
+
+
+def test_a_run_whose_weights_are_gone_changes_nothing_in_an_existing_index(
+    cli, photo_folder: Path, tmp_path: Path, index: Path, random_checkpoint: Path
+) -> None:
+    weights = tmp_path / "weights.pt"
+    shutil.copy(random_checkpoint, weights)
+    cli("index", photo_folder, "--index", index, "--model", TEST_MODEL, "--pretrained", weights)
+    (photo_folder / "red.png").unlink()  # work for the cheap steps: a removal, a move, a copy
+    (photo_folder / "blue.png").rename(photo_folder / "nested" / "blue.png")
+    shutil.copy(photo_folder / "green.jpg", photo_folder / "green copy.jpg")
+    noise_image(photo_folder / "new.png", seed=3)  # and one to embed
+    weights.write_bytes(b"not the weights any more")
+    before = snapshot(index)
+
+    result = cli("index", photo_folder, "--index", index)
+
+    assert result.exit_code == 1
+    assert "weights.pt" in result.stderr
+    assert snapshot(index) == before
+
+
+def test_a_run_whose_model_cannot_load_does_not_stamp_an_empty_index_with_it(
+    cli, run_index, photo_folder: Path, tmp_path: Path, index: Path
+) -> None:
+    (tmp_path / "nothing").mkdir()
+    run_index(tmp_path / "nothing")
+    before = snapshot(index)
+
+    result = cli("index", photo_folder, "--index", index, *unusable_checkpoint(tmp_path))
+
+    assert result.exit_code == 1
+    assert snapshot(index) == before
+    assert meta(index)["model"] == TEST_MODEL
 
 
 # --- one writer at a time -------------------------------------------------------------------------

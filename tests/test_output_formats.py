@@ -267,7 +267,7 @@ def test_a_file_name_that_is_not_utf8_is_escaped_in_every_format(cli, model_args
     assert cli(*args, "--format", "csv").stdout.splitlines()[1].startswith(f"{shown},1,")
     assert cli(*args, "--format", "table").stdout.splitlines()[0] == shown
     gone = tmp_path / os.fsdecode(b"gone-\xff.png")
-    missing = cli("classify", gone, "--labels", "a", *model_args)
+    missing = cli("classify", gone, "--labels", "a,b", *model_args)
     assert missing.stderr == f"error: {tmp_path}/gone-\\xff.png: no such file\n"
 
 
@@ -306,7 +306,7 @@ def test_every_format_writes_a_path_that_is_not_utf8_to_a_strict_utf8_stream():
 
 def test_an_error_naming_a_hostile_file_is_one_literal_line(cli, model_args, tmp_path):
     missing = tmp_path / "[red]gone\nnow\t.jpg"
-    result = cli("classify", missing, "--labels", "[bold]a", *model_args)
+    result = cli("classify", missing, "--labels", "[bold]a,b", *model_args)
     assert result.exit_code == 1
     assert result.stderr == f"error: {tmp_path}/[red]gone\\nnow\\t.jpg: no such file\n"
 

@@ -42,8 +42,29 @@ def test_empty_template_file_is_refused(tmp_path):
         load_templates(str(path))
 
 
+def test_a_byte_order_mark_in_a_template_file_is_not_part_of_it(tmp_path):
+    path = tmp_path / "notepad.txt"
+    path.write_text("# saved by an editor that starts files with a BOM\na photo of a {}.\n")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_templates(str(path)).templates == ("a photo of a {}.",)
+
+
+def test_a_byte_order_mark_in_a_labels_file_is_not_part_of_the_first_label(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffcat\ndog\n".encode())
+    assert parse_labels(None, path) == ["cat", "dog"]
+
+
 def test_labels_are_trimmed_and_deduplicated_in_order():
     assert parse_labels(" cat , dog,cat,,bird ", None) == ["cat", "dog", "bird"]
+
+
+def test_a_backslash_before_a_comma_keeps_it_in_the_label():
+    assert parse_labels(r"a cat\, sleeping,a dog\,,bird", None) == [
+        "a cat, sleeping",
+        "a dog,",
+        "bird",
+    ]
 
 
 def test_label_embedding_is_the_renormalised_mean_over_templates(encoder):

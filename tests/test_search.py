@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import snapshot
+
+from clipcli.catalog import CATALOG_FILE, SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -156,3 +162,56 @@ def test_a_top_k_far_beyond_the_index_returns_every_photo(cli, indexed):
     result, hits = cli.json("search", "anything", "--index", indexed, "--top-k", str(10**12))
     assert result.exit_code == 0, result.stderr
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+
+
+def test_copies_of_one_photo_rank_in_the_same_order_whatever_the_top_k(
+    cli, model_args, photo_folder, tmp_path
+):
+    original = photo_folder / "green.jpg"
+    for name in ("copy-b.jpg", "copy-a.jpg", "nested/copy-c.jpg", "nested/copy-d.jpg"):
+        shutil.copy(original, photo_folder / name)
+    index = tmp_path / "index"
+    assert cli("index", photo_folder, "--index", index, *model_args).exit_code == 0
+
+    found = {}
+    for k in range(1, 10):
+        result, hits = cli.json("search", "--image", original, "--index", index, "--top-k", k)
+        assert result.exit_code == 0, result.stderr
+        found[k] = [hit["path"] for hit in hits]
+
+    assert len(found[9]) == 9
+    for k in range(1, 9):
+        assert found[k] == found[9][:k], k
+    assert sorted(found[9][:5]) == sorted(
+        str(p) for p in photo_folder.rglob("*.jpg") if p.read_bytes() == original.read_bytes()
+    )
+
+
+def test_a_search_on_an_empty_catalog_file_says_the_index_is_empty_and_leaves_the_file(
+    cli, tmp_path
+):
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / CATALOG_FILE).write_bytes(b"")
+
+    result = cli("search", "a red square", "--index", index)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {index}: the index is empty")
+    assert snapshot(index) == {CATALOG_FILE: (0, hashlib.sha256(b"").hexdigest())}
+
+
+def test_a_search_reads_a_catalog_of_an_older_schema_without_upgrading_it(cli, indexed):
+    _, expected = cli.json("search", "a red square", "--index", indexed)
+    db = sqlite3.connect(indexed / CATALOG_FILE)
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'paths'")  # the last migration's row
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    db.close()
+    before = snapshot(indexed)
+
+    result, hits = cli.json("search", "a red square", "--index", indexed)
+
+    assert result.exit_code == 0, result.stderr
+    assert hits == expected
+    assert snapshot(indexed) == before

@@ -99,17 +99,37 @@ def test_exact_search_after_removing_ids_matches_a_flat_index_of_the_rest():
         assert not {hit_id for hit_id, _ in expected} & set(gone.tolist())
 
 
-def test_duplicate_vectors_rank_as_in_a_single_scan_across_slice_boundaries():
+def ids_of(index, query: np.ndarray, k: int, parts: int | None = None) -> list[int]:
+    return [h.id for h in vector_index.search(index, query, k, parts=parts)]
+
+
+def test_tied_scores_rank_by_catalog_id_whatever_k_and_however_the_scan_is_sliced():
     vectors = clustered(3000)
-    copies = [0, 999, 1000, 1499, 1500, 2999]  # either side of the boundaries for 2 and 3 parts
+    copies = [0, 999, 1000, 1234, 1499, 1500, 2999]  # either side of the 2- and 3-part bounds
     vectors[copies] = vectors[1234]
-    ids = np.arange(3000, dtype=np.int64) * 2
+    # Ids out of row order, as after a photo is re-embedded (its vector moves to the end).
+    ids = np.random.default_rng(5).permutation(3000).astype(np.int64) * 2
     index = vector_index.build(ids, vectors)
-    for parts in (2, 3):
-        for k in (1, 3, 10):
-            assert hits_of(index, vectors[1234], k, parts) == flat_ip_hits(
-                ids, vectors, vectors[1234], k
-            )
+    tied = sorted(int(ids[row]) for row in copies)
+    for parts in (1, 2, 3):
+        every = ids_of(index, vectors[1234], 12, parts)
+        assert every[: len(tied)] == tied
+        for k in range(1, 13):
+            assert ids_of(index, vectors[1234], k, parts) == every[:k], (parts, k)
+
+
+def test_tied_scores_rank_by_catalog_id_in_inverted_lists_too():
+    vectors = clustered(1300)
+    copies = list(range(3, 1300, 100))
+    vectors[copies] = vectors[3]
+    ids = np.random.default_rng(6).permutation(1300).astype(np.int64) + 10
+    index = vector_index.build(ids, vectors, exact_limit=1000)
+    assert not vector_index._is_exact(index)
+    tied = sorted(int(ids[row]) for row in copies)
+    every = ids_of(index, vectors[3], 20)
+    assert every[: len(tied)] == tied
+    for k in range(1, 21):
+        assert ids_of(index, vectors[3], k) == every[:k], k
 
 
 def test_more_slices_than_vectors_still_finds_every_vector_once():
