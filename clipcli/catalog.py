@@ -252,10 +252,18 @@ class Catalog:
         return None if name is None else (name, self.get_meta("pretrained") or None)
 
     @_reported
-    def set_model(self, name: str, pretrained: str | None) -> None:
+    def weights(self) -> str | None:
+        """The content id of the checkpoint file the vectors were made with, if they were made
+        from one (catalogs of older clipcli versions do not record it)."""
+        return self.get_meta("weights") or None
+
+    @_reported
+    def set_model(self, name: str, pretrained: str | None, weights: str | None = None) -> None:
+        """Record the model: its name, its weights' tag or last path, their content id."""
         with self._transaction():
             self._set_meta("model", name)
             self._set_meta("pretrained", pretrained or "")
+            self._set_meta("weights", weights or "")
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -389,7 +397,7 @@ class Catalog:
         with self._transaction():
             self._db.execute("DELETE FROM images")
             self._db.execute("DELETE FROM unreadable")
-            self._db.execute("DELETE FROM meta WHERE key IN ('model', 'pretrained')")
+            self._db.execute("DELETE FROM meta WHERE key IN ('model', 'pretrained', 'weights')")
             self._bump()
 
 

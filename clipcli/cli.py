@@ -323,6 +323,15 @@ def search(
         ),
     ] = False,
     device: DeviceOption = "auto",
+    moved_to: Annotated[
+        str | None,
+        typer.Option(
+            "--pretrained",
+            help="Where the index's checkpoint file is now, if it moved since indexing "
+            "(it must hold the same weights).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Find the indexed photos closest to a text query or an example image."""
     from clipcli import output
@@ -335,7 +344,14 @@ def search(
             hint="leave out --format and --json",
         )
     chosen = output.choose_format(form, json_output, sys.stdout)
-    found = search_index(resolve_index(index_dir), query, image=image, top_k=top_k, device=device)
+    found = search_index(
+        resolve_index(index_dir),
+        query,
+        image=image,
+        top_k=top_k,
+        device=device,
+        pretrained=moved_to,
+    )
     if paths_only or null:
         output.write_paths(found.hits, sys.stdout, null=null)
     else:

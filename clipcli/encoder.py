@@ -27,7 +27,13 @@ import numpy.typing as npt
 
 from clipcli import checkpoints
 from clipcli.errors import UsageError, WeightsUnavailableError
-from clipcli.models import HF_HUB_PREFIX, ModelSpec, open_clip_registry, torch_import_seconds
+from clipcli.models import (
+    HF_HUB_PREFIX,
+    ModelSpec,
+    checked_weights_file,
+    open_clip_registry,
+    torch_import_seconds,
+)
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import PRECISIONS
 
@@ -143,8 +149,8 @@ def load_encoder(
     open_clip = open_clip_registry()
     started = time.perf_counter()
     chosen = pick_device(device)
-    if spec.pretrained_is_file and not os.path.isfile(spec.pretrained or ""):
-        raise WeightsUnavailableError(f"{spec.pretrained}: weights file not found")
+    if spec.pretrained_is_file:
+        checked_weights_file(spec)
     with _quiet_hub_logging(), _offline_unless_reachable(spec):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(

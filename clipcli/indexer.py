@@ -20,7 +20,7 @@ from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import ModelMismatchError, UsageError
 from clipcli.images import discover_images
-from clipcli.models import ModelSpec, requested_spec
+from clipcli.models import ModelSpec, recorded_spec, requested_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import precision_choice
@@ -138,8 +138,8 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress)
     if plan.to_encode:  # before the first write: a model that cannot load changes nothing
         _load_for(encoder, len(plan.to_encode), job.progress)
-    if catalog.model() != (spec.name, spec.pretrained):
-        catalog.set_model(spec.name, spec.pretrained)
+    if (catalog.model(), catalog.weights()) != ((spec.name, spec.pretrained), spec.weights_id):
+        catalog.set_model(spec.name, spec.pretrained, spec.weights_id)
     report = IndexReport(index=str(folder), model=spec.name)
     _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
     if job.reset:  # photos of other folders are gone too: the report counts every one
@@ -199,19 +199,34 @@ def _apply(
 def _choose_model(
     catalog: Catalog, model: str | None, pretrained: str | None, *, reset: bool = False
 ) -> ModelSpec:
-    """The model asked for; with none asked for, the one the index already uses."""
+    """The model asked for; with none asked for, the one the index already uses.
+
+    The same weights at a new place (a moved checkpoint, the bundled model of another
+    installation) are the same model: the index carries on with them.
+    """
     existing = catalog.model()
     explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
     if existing and not explicit:
-        return ModelSpec(*existing)
+        return recorded_spec(*existing, catalog.weights())
     spec = requested_spec(model, pretrained)
-    if existing and not reset and catalog.count() and (spec.name, spec.pretrained) != existing:
+    if existing and not reset and catalog.count() and not _same_weights(spec, catalog):
         have = ModelSpec(*existing).describe()
         raise ModelMismatchError(
             f"{catalog.path.parent}: index was built with {have}, not {spec.describe()}",
             hint="use another --index, or `clipcli index --reset` to re-embed everything",
         )
     return spec
+
+
+def _same_weights(spec: ModelSpec, catalog: Catalog) -> bool:
+    """Whether `spec` is the model the catalog's vectors were made with, wherever its file is."""
+    name, pretrained = catalog.model() or ("", None)
+    recorded = catalog.weights()
+    if spec.name != name:
+        return False
+    if spec.pretrained_is_file and recorded is not None:
+        return spec.weights_id == recorded
+    return spec.pretrained == pretrained
 
 
 def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:

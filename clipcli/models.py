@@ -11,11 +11,11 @@ import difflib
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipcli.errors import UnknownModelError, UsageError
+from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
 from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED, ENV_MODEL, model_choice
 
 PACKAGE_DIR = Path(__file__).parent
@@ -31,17 +31,31 @@ class ModelSpec:
 
     name: str
     pretrained: str | None  # an open_clip tag, an absolute checkpoint path, or None (hf-hub:)
+    # The checkpoint file's content id (weight_files.py), when it is known without reading the
+    # file; where it is not, it is looked up (or hashed once) when needed.
+    weights: str | None = field(default=None, compare=False)
 
     @property
     def pretrained_is_file(self) -> bool:
         return self.pretrained is not None and os.path.isabs(self.pretrained)
 
     @property
+    def weights_id(self) -> str | None:
+        """The content id of checkpoint-file weights ('sha256:...'); None for tags and hf-hub."""
+        if not self.pretrained_is_file:
+            return None
+        if self.weights is None and os.path.isfile(self.pretrained or ""):
+            from clipcli.weight_files import content_id
+
+            return content_id(self.pretrained or "")
+        return self.weights
+
+    @property
     def fingerprint(self) -> str:
-        """Identity for caches: a checkpoint file that changes on disk gets a new fingerprint."""
-        if self.pretrained_is_file and os.path.exists(self.pretrained or ""):
-            stat = os.stat(self.pretrained or "")
-            return f"{self.name}|{self.pretrained}|{stat.st_size}|{stat.st_mtime_ns}"
+        """Identity for caches: the same weights have one fingerprint wherever the file lies,
+        and a checkpoint that changes on disk gets a new one."""
+        if self.pretrained_is_file:
+            return f"{self.name}|{self.weights_id or self.pretrained}"
         return f"{self.name}|{self.pretrained or ''}"
 
     def describe(self) -> str:
@@ -68,6 +82,56 @@ def open_clip_registry() -> Any:
 def torch_import_seconds() -> float | None:
     """Seconds this process spent importing torch and open_clip, if it started without them."""
     return _torch_import_s[0] if _torch_import_s else None
+
+
+def recorded_spec(
+    name: str, pretrained: str | None, weights: str | None, moved_to: str | None = None
+) -> ModelSpec:
+    """The model an index recorded, with its weights file found where it is now.
+
+    The file is looked for at `moved_to` (--pretrained naming where it went), where it was,
+    and, for the bundled model, in this installation's package; it must hold the weights the
+    index recorded (their content id), and indexes made before content ids were recorded trust
+    the path. Found nowhere, the spec keeps the recorded place: the exported towers, keyed on
+    the content id, still serve it, and loading the model says what is missing.
+    """
+    if not (pretrained and os.path.isabs(pretrained)):  # a tag or an hf-hub: name
+        return ModelSpec(name, pretrained)
+    from clipcli.weight_files import content_id
+
+    places = [os.path.abspath(moved_to)] if moved_to else []
+    places.append(pretrained)
+    if name in BUNDLED_WEIGHTS:
+        places.append(str(BUNDLED_WEIGHTS[name]))
+    for place in places:
+        if os.path.isfile(place) and (weights is None or content_id(place) == weights):
+            return ModelSpec(name, place, weights)
+    if moved_to:
+        if not os.path.isfile(moved_to):
+            raise UsageError(f"{moved_to}: checkpoint file not found (--pretrained)")
+        raise UsageError(
+            f"{moved_to}: holds other weights than this index was built with "
+            f"({ModelSpec(name, pretrained).describe()})",
+            hint="give the checkpoint the index was built with, or use another --index",
+        )
+    return ModelSpec(name, pretrained, weights)
+
+
+def checked_weights_file(spec: ModelSpec) -> None:
+    """Raise unless `spec`'s checkpoint file is there and holds the weights it names."""
+    path = spec.pretrained or ""
+    if not os.path.isfile(path):
+        raise WeightsUnavailableError(
+            f"{path}: weights file not found", hint="if it moved, pass --pretrained NEWPATH"
+        )
+    if spec.weights is not None:
+        from clipcli.weight_files import content_id
+
+        if content_id(path) != spec.weights:
+            raise WeightsUnavailableError(
+                f"{path}: the file changed since this index was built with it",
+                hint="put those weights back, or re-embed with these: `clipcli index --reset`",
+            )
 
 
 def requested_spec(model: str | None, pretrained: str | None) -> ModelSpec:

@@ -14,7 +14,7 @@ from clipcli import text_tower, vector_index
 from clipcli.catalog import CATALOG_FILE, Catalog
 from clipcli.encoder import Embeddings, Encoder, embed_files, full_model, load_image_encoder
 from clipcli.errors import IndexMissingError, UsageError
-from clipcli.models import ModelSpec
+from clipcli.models import ModelSpec, recorded_spec
 from clipcli.preload import import_ahead
 from clipcli.prompts import RAW_QUERY, TextEmbeddingCache
 
@@ -41,8 +41,12 @@ def search_index(
     image: Path | None = None,
     top_k: int = 10,
     device: str = "auto",
+    pretrained: str | None = None,
 ) -> SearchResult:
     """The photos nearest to the query, best first; the index's own model embeds the query.
+
+    `pretrained` says where the index's checkpoint is now, if it moved since indexing; it must
+    hold the same weights (a search never records it: the next `clipcli index` does).
 
     Photos deleted since they were indexed are left out (and counted), and the next ones fill
     their places: `clipcli index` is what drops them from the catalog.
@@ -63,7 +67,8 @@ def search_index(
             raise IndexMissingError(
                 f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"
             )
-        vector = _embed_query(ModelSpec(*model), query, image, device)
+        spec = recorded_spec(*model, catalog.weights(), moved_to=pretrained)
+        vector = _embed_query(spec, query, image, device)
         index = vector_index.refresh(folder, catalog)
         return _existing_hits(index, vector, top_k, catalog)
 

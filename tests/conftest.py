@@ -171,14 +171,23 @@ def vit_spec(tmp_path_factory: pytest.TempPathFactory):
 
 
 def own_fingerprint(checkpoint: Path, tmp_path: Path, name: str = TEST_MODEL):
-    """A model under a checkpoint path no other test uses, so it gets an export of its own."""
-    import shutil
+    """The weights of `checkpoint` with one of them nudged, by at most 1e-4 and differently for
+    each test folder, so that they are weights no other test uses: the model gets an export
+    (keyed on the weights' content) of its own."""
+    import zlib
+
+    import torch
 
     from clipcli.models import ModelSpec
 
-    copy = tmp_path / f"own-{Path(checkpoint).name}"
-    shutil.copy(checkpoint, copy)
-    return ModelSpec(name, str(copy))
+    state = torch.load(checkpoint, weights_only=True)
+    first = next(key for key, value in state.items() if value.is_floating_point())
+    nudge = 1e-4 * (zlib.crc32(str(tmp_path).encode()) % 99991 + 1) / 99991
+    state[first] = state[first].clone()
+    state[first].view(-1)[0] += nudge
+    own = tmp_path / f"own-{Path(checkpoint).name}"
+    torch.save(state, own)
+    return ModelSpec(name, str(own))
 
 
 def without_torch(code: str, *, signature: str | None = None):

@@ -983,7 +983,7 @@ def test_a_run_whose_model_cannot_load_leaves_an_empty_index_in_a_folder_that_ex
 
 
 def test_a_run_whose_weights_are_gone_changes_nothing_in_an_existing_index(
-    cli, photo_folder: Path, tmp_path: Path, index: Path, random_checkpoint: Path
+    cli, photo_folder: Path, tmp_path: Path, index: Path, random_checkpoint: Path, monkeypatch
 ) -> None:
     weights = tmp_path / "weights.pt"
     shutil.copy(random_checkpoint, weights)
@@ -993,6 +993,7 @@ def test_a_run_whose_weights_are_gone_changes_nothing_in_an_existing_index(
     shutil.copy(photo_folder / "green.jpg", photo_folder / "green copy.jpg")
     noise_image(photo_folder / "new.png", seed=3)  # and one to embed
     weights.write_bytes(b"not the weights any more")
+    monkeypatch.setenv("CLIPCLI_CACHE", str(tmp_path / "no-exports"))  # nor exported towers
     before = snapshot(index)
 
     result = cli("index", photo_folder, "--index", index)

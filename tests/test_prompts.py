@@ -101,7 +101,8 @@ def test_cache_is_keyed_by_template_content(encoder, tmp_path):
     assert not np.allclose(a, b)
 
 
-def test_cache_is_keyed_by_checkpoint_file(tmp_path, random_checkpoint):
+def test_cache_is_keyed_by_the_weights_not_by_where_their_file_lies(tmp_path, random_checkpoint):
+    import os
     import shutil
 
     import open_clip
@@ -110,11 +111,14 @@ def test_cache_is_keyed_by_checkpoint_file(tmp_path, random_checkpoint):
     other = tmp_path / "other.pt"
     shutil.copy(random_checkpoint, other)
     first = ModelSpec(TEST_MODEL, str(random_checkpoint)).fingerprint
-    assert ModelSpec(TEST_MODEL, str(other)).fingerprint != first
+    assert ModelSpec(TEST_MODEL, str(other)).fingerprint == first  # the same weights elsewhere
+    os.utime(other, ns=(1, 1))  # touched, not changed
+    assert ModelSpec(TEST_MODEL, str(other)).fingerprint == first
 
     torch.manual_seed(1)
     torch.save(open_clip.create_model(TEST_MODEL).state_dict(), other)
     before = ModelSpec(TEST_MODEL, str(other)).fingerprint
+    assert before != first
     torch.manual_seed(2)
     torch.save(open_clip.create_model(TEST_MODEL).state_dict(), other)
     assert ModelSpec(TEST_MODEL, str(other)).fingerprint != before
