@@ -55,6 +55,11 @@ def cache_dir() -> Path:
     return Path(override) if override else _home("cache")
 
 
+def known_indexes_file() -> Path:
+    """The list of index folders `clipcli index` has written, beside the default index."""
+    return _home("data") / "indexes.json"
+
+
 def precision_choice(precision: str | None) -> str:
     """--precision, else CLIPCLI_PRECISION, else auto; a value that is none of PRECISIONS is a
     usage error that names where it came from."""
