@@ -10,6 +10,7 @@ without waiting and skips the folder when it is held.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections import defaultdict
@@ -234,3 +235,33 @@ def _text_rows(path: Path) -> dict[str, tuple[int, int]]:
             cache.close()
     except sqlite3.Error:  # damaged or locked: nothing can be said of it, nor removed from it
         return {}
+
+
+def enforce_limit(limit: int | None, keep: ExportFolder) -> list[Path]:
+    """Remove the least recently used export folders until all of them take at most `limit`
+    bytes; returns the folders removed.
+
+    Called after `keep` was written, which is never removed, nor is a busy folder. Exports of
+    models no known index uses go first; an index's export goes only when the others cannot
+    bring the cache under the limit (it is made again the next time that index needs it).
+    Never fails: it runs at the end of an export, which has succeeded.
+    """
+    if limit is None:
+        return []
+    folders = export_folders()
+    sizes = {folder.path: folder.size() for folder in folders}
+    total = sum(sizes.values())
+    if total <= limit:
+        return []
+    indexed = _index_uses().exports
+    others = [folder for folder in folders if folder.path != keep.path]
+    others.sort(key=lambda folder: (folder.path in indexed, folder.last_used()))
+    removed = []
+    for folder in others:
+        if total <= limit:
+            break
+        with contextlib.suppress(OSError):
+            if folder.remove_unless_busy():
+                total -= sizes[folder.path]
+                removed.append(folder.path)
+    return removed

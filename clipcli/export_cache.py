@@ -26,7 +26,7 @@ import numpy as np
 
 from clipcli import locks
 from clipcli.onnx_sessions import optimised_path, weights_path
-from clipcli.settings import cache_dir
+from clipcli.settings import cache_dir, cache_limit
 
 if TYPE_CHECKING:
     from clipcli.models import ModelSpec
@@ -191,6 +191,7 @@ class ExportFolder:
         of an export whose graphs were pruned, are removed first: they are several hundred MB
         and nothing can use them.
         """
+        limit = cache_limit()  # a CLIPCLI_CACHE_LIMIT that is not a size fails before the work
         with locks.exclusive(self.lock_file, wait=True):
             # Made under the lock: a `clipcli cache clean` may have removed it while we waited.
             self.path.mkdir(parents=True, exist_ok=True)
@@ -203,7 +204,13 @@ class ExportFolder:
             elif self.made_for and not self.made_for.keys() <= meta.keys():
                 self.update_meta(**self.made_for)  # made before export.json named its model
                 meta = self.read_meta()
+            before = self.size()
             yield meta
+            grew = self.size() > before
+        if grew:  # something was exported: keep the cache within CLIPCLI_CACHE_LIMIT
+            from clipcli import caches  # it builds on this module
+
+            caches.enforce_limit(limit, keep=self)
 
 
 def _file_stats(folder: Path) -> list[os.stat_result]:

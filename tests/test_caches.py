@@ -1,4 +1,4 @@
-"""Specification of `clipcli cache` and `clipcli cache clean`.
+"""Specification of `clipcli cache` and `clipcli cache clean`, and of the cache's size cap.
 
 Two real exports of the tiny bundled model are made once for the file (one with its own
 weights, one with a random checkpoint), each with an index; every test works on its own copy
@@ -18,7 +18,8 @@ import pytest
 from conftest import TEST_MODEL, Cli, make_image, snapshot
 
 from clipcli import index_registry, locks
-from clipcli.export_cache import ExportFolder
+from clipcli.errors import UsageError
+from clipcli.export_cache import USED_STAMP, ExportFolder
 from clipcli.models import BUNDLED_WEIGHTS, ModelSpec
 from clipcli.prompts import RAW_QUERY, TEXT_CACHE_FILE, TextEmbeddingCache
 
@@ -93,6 +94,15 @@ def age(folder: Path, days: float) -> None:
     moment = time.time() - days * DAY_S
     for path in folder.iterdir():
         os.utime(path, (moment, moment))
+
+
+def fake_export(name: str, size: int, days: float) -> ExportFolder:
+    """An export folder of `size` bytes of graph, last used `days` ago, made as exports are."""
+    folder = ExportFolder.for_spec(ModelSpec(name, "a-tag"))
+    with folder.writing():
+        (folder.path / "image-fp32.opt.weights").write_bytes(b"\0" * size)
+    age(folder.path, days)
+    return folder
 
 
 def by_path(entries: list[dict]) -> dict[str, dict]:
@@ -366,3 +376,94 @@ def test_an_index_is_still_searched_after_every_export_is_removed(
     assert result.exit_code == 0, result.stderr
     assert len(json.loads(result.stdout)) == 2  # searched through the loaded model instead
     assert export_of(made.shapes).read_meta()["text_ok"] is True  # and exported again
+
+
+# -- the size cap ------------------------------------------------------------------------------
+
+
+def test_a_new_export_over_the_cap_evicts_the_least_recently_used(
+    own_cache_only, monkeypatch
+) -> None:
+    oldest = fake_export("oldest", 100_000, days=30)
+    older = fake_export("older", 100_000, days=5)
+    recent = fake_export("recent", 100_000, days=1)
+    monkeypatch.setenv("CLIPCLI_CACHE_LIMIT", "250kB")
+    new = fake_export("new", 100_000, days=0)
+    assert [f.path.exists() for f in (oldest, older, recent, new)] == [False, False, True, True]
+
+
+def test_the_cap_spares_indexed_exports_while_others_can_go(
+    cli, made: Made, cache: Path, monkeypatch
+) -> None:
+    index_registry.register(made.shapes_index)
+    indexed = export_of(made.shapes).path
+    age(indexed, 30)  # the least recently used of all, but an index needs it
+    unused = fake_export("unused", 1000, days=1)
+    monkeypatch.setenv("CLIPCLI_CACHE_LIMIT", f"{files_size(indexed) + 2000}B")
+    new = fake_export("new", 1000, days=0)
+    assert indexed.is_dir() and new.path.is_dir()
+    assert not unused.path.exists()
+    assert not export_of(made.random).path.exists()  # not indexed: went first
+
+
+def test_the_cap_evicts_an_indexed_export_when_nothing_else_can_meet_it(
+    cli, made: Made, cache: Path, monkeypatch
+) -> None:
+    index_registry.register(made.shapes_index)
+    index_registry.register(made.random_index)
+    before = snapshot(made.shapes_index)
+    age(export_of(made.shapes).path, 2)
+    age(export_of(made.random).path, 1)
+    room = files_size(export_of(made.random).path) + 5000
+    monkeypatch.setenv("CLIPCLI_CACHE_LIMIT", f"{room}B")
+    new = fake_export("new", 1000, days=0)
+    assert not export_of(made.shapes).path.exists()  # least recently used of the two
+    assert export_of(made.random).path.is_dir() and new.path.is_dir()
+    assert snapshot(made.shapes_index) == before
+
+
+def test_the_cap_never_evicts_a_busy_export_nor_the_one_just_written(
+    own_cache_only, monkeypatch
+) -> None:
+    busy = fake_export("busy", 10_000, days=30)
+    older = fake_export("older", 10_000, days=20)
+    monkeypatch.setenv("CLIPCLI_CACHE_LIMIT", "1B")
+    with locks.exclusive(busy.lock_file, wait=True):
+        new = fake_export("new", 10_000, days=0)
+    assert busy.path.is_dir() and new.path.is_dir()
+    assert not older.path.exists()
+
+
+def test_an_export_that_writes_nothing_new_evicts_nothing(own_cache_only, monkeypatch) -> None:
+    other = fake_export("other", 10_000, days=30)
+    again = fake_export("again", 10_000, days=0)
+    monkeypatch.setenv("CLIPCLI_CACHE_LIMIT", "1B")
+    with again.writing():  # a run that finds its export done
+        pass
+    assert other.path.is_dir()
+
+
+def test_a_used_stamp_counts_as_use_for_the_cap(own_cache_only, monkeypatch) -> None:
+    first = fake_export("first", 10_000, days=10)
+    second = fake_export("second", 10_000, days=5)
+    first.tower("image-fp32")  # opened by a run today: the stamp is touched
+    assert (first.path / USED_STAMP).is_file()
+    monkeypatch.setenv("CLIPCLI_CACHE_LIMIT", "25kB")
+    fake_export("new", 10_000, days=0)
+    assert first.path.is_dir() and not second.path.exists()
+
+
+def test_a_limit_that_is_not_a_size_stops_an_export_before_it_starts(
+    own_cache_only, monkeypatch
+) -> None:
+    monkeypatch.setenv("CLIPCLI_CACHE_LIMIT", "lots")
+    folder = ExportFolder.for_spec(ModelSpec("some-model", "a-tag"))
+    with pytest.raises(UsageError, match="CLIPCLI_CACHE_LIMIT=lots: not a size"):
+        folder.writing().__enter__()
+    assert not folder.path.exists()
+
+
+@pytest.fixture
+def own_cache_only(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("CLIPCLI_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
