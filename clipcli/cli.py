@@ -364,6 +364,62 @@ def search(
         )
 
 
+cache_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(cache_app, name="cache")
+PlainJsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@cache_app.callback(invoke_without_command=True)
+@reports_errors
+def cache(ctx: typer.Context, json_output: PlainJsonOption = False) -> None:
+    """Show the exported models and cached text embeddings: their size, when each export was
+    last used, and which known index uses them. `clipcli cache clean` removes what no index
+    needs. [env: CLIPCLI_CACHE; default: per-user cache folder. CLIPCLI_CACHE_LIMIT caps the
+    exports; default 10GB]"""
+    if ctx.invoked_subcommand is not None:
+        return
+    from clipcli import cache_output, output
+    from clipcli.caches import cache_report
+
+    report = cache_report()
+    if json_output:
+        sys.stdout.write(output.to_json(cache_output.cache_json(report)) + "\n")
+    else:
+        cache_output.write_cache(report, sys.stdout)
+
+
+@cache_app.command("clean")
+@reports_errors
+def cache_clean(
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than",
+            metavar="DAYS",
+            min=0,
+            help="Also remove the exports of indexed models not used for DAYS days.",
+        ),
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Remove every export and cached text embedding.")
+    ] = False,
+    json_output: PlainJsonOption = False,
+) -> None:
+    """Remove the exports and cached text embeddings of models no known index uses."""
+    from clipcli import cache_output, output
+    from clipcli.caches import clean
+
+    if everything and older_than is not None:
+        raise UsageError("--all removes everything", hint="leave out --older-than")
+    report = clean(older_than_days=older_than, everything=everything)
+    if json_output:
+        sys.stdout.write(output.to_json(cache_output.clean_json(report)) + "\n")
+    else:
+        cache_output.write_clean(report, sys.stdout)
+    for skipped in report.skipped:
+        print_warning(f"kept {skipped.path}: {skipped.reason}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="clipcli")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcli import index_folder, text_tower, vector_index
+from clipcli import index_folder, index_registry, text_tower, vector_index
 from clipcli.catalog import Catalog, CatalogEntry, NewImage
 from clipcli.encoder import ImageEncoder, embed_files, load_image_encoder
 from clipcli.errors import ModelMismatchError, UsageError
@@ -106,6 +106,7 @@ def update_index(
     )
     with index_folder.writing(folder), Catalog(folder) as catalog:
         report = _bring_up_to_date(catalog, folder, job)
+    index_registry.register(folder)  # so that cleaning the caches keeps its model's export
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

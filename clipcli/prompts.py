@@ -7,10 +7,11 @@ run with the same labels never touches the text encoder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -151,6 +152,28 @@ class TextEmbeddingCache:
                 "INSERT OR REPLACE INTO label_embeddings VALUES (?, ?, ?, ?)",
                 [(model, templates, k, v.astype("<f4").tobytes()) for k, v in embeddings.items()],
             )
+
+    def models(self) -> dict[str, tuple[int, int]]:
+        """Per model fingerprint: how many embeddings are cached, and how many of them are of
+        search queries."""
+        rows = self._db.execute(
+            "SELECT model, count(*), total(templates = ?) FROM label_embeddings GROUP BY model",
+            (RAW_QUERY,),
+        )
+        return {model: (count, int(queries)) for model, count, queries in rows}
+
+    def forget(self, models: Collection[str]) -> int:
+        """Delete every embedding of these model fingerprints, and give the file's space back;
+        returns how many were deleted."""
+        with self._db:
+            deleted = sum(
+                self._db.execute("DELETE FROM label_embeddings WHERE model = ?", (m,)).rowcount
+                for m in models
+            )
+        if deleted:  # deleted rows only free pages inside the file
+            with contextlib.suppress(sqlite3.OperationalError):  # a reader holds it: next time
+                self._db.execute("VACUUM")
+        return deleted
 
     def close(self) -> None:
         self._db.close()

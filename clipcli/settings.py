@@ -6,6 +6,7 @@ Precedence everywhere: command-line flag, then environment variable, then a defa
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from clipcli.errors import UsageError
@@ -19,6 +20,13 @@ ENV_MODEL = "CLIPCLI_MODEL"
 ENV_PRETRAINED = "CLIPCLI_PRETRAINED"
 ENV_PRECISION = "CLIPCLI_PRECISION"
 ENV_CACHE = "CLIPCLI_CACHE"
+ENV_CACHE_LIMIT = "CLIPCLI_CACHE_LIMIT"
+
+# Room for about fifteen exports of ViT-B-32-sized models (660 MB each, int8 graphs included).
+DEFAULT_CACHE_LIMIT = 10 * 10**9
+NO_LIMIT = ("none", "off", "unlimited")
+# A number and a unit: B, or k/M/G/T (powers of 1000) with an optional B, or KiB/MiB/GiB/TiB.
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(i?)b?|b)", re.IGNORECASE)
 
 # fp32: open_clip's torch reference. bf16: torch autocast (CPUs with AVX-512 BF16/AMX, GPUs).
 # onnx / int8: ONNX Runtime on the CPU. auto: on the CPU, the fastest of torch fp32, ONNX fp32
@@ -53,6 +61,31 @@ def cache_dir() -> Path:
     """Caches that can be deleted at any time (label embeddings, exported models)."""
     override = os.environ.get(ENV_CACHE)
     return Path(override) if override else _home("cache")
+
+
+def known_indexes_file() -> Path:
+    """The list of index folders `clipcli index` has written, beside the default index."""
+    return _home("data") / "indexes.json"
+
+
+def cache_limit() -> int | None:
+    """CLIPCLI_CACHE_LIMIT in bytes ("5GB", "500MB", "2GiB"; "none": no limit), else the default.
+
+    A bare number is refused rather than read as bytes: "10" meaning 10 GB would empty the cache.
+    """
+    raw = os.environ.get(ENV_CACHE_LIMIT, "").strip()
+    if not raw:
+        return DEFAULT_CACHE_LIMIT
+    if raw.lower() in NO_LIMIT:
+        return None
+    match = _SIZE.fullmatch(raw)
+    if match is None:
+        raise UsageError(
+            f"{ENV_CACHE_LIMIT}={raw}: not a size", hint='use e.g. 5GB, 500MB, or "none"'
+        )
+    number, prefix, binary = match.groups()
+    power = "kmgt".index(prefix.lower()) + 1 if prefix else 0
+    return int(float(number) * (1024 if binary else 1000) ** power)
 
 
 def precision_choice(precision: str | None) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.parametrize("command", [[], ["classify"], ["index"], ["search"]], ids=str)
+@pytest.mark.parametrize(
+    "command", [[], ["classify"], ["index"], ["search"], ["cache"], ["cache", "clean"]], ids=str
+)
 def test_dash_h_is_help_everywhere(cli, command):
     result = cli(*command, "-h")
     assert result.exit_code == 0, result.stderr
@@ -30,6 +32,7 @@ def test_no_command_prints_the_help_and_exits_2(cli):
         ("search", "[env: CLIPCLI_INDEX; default: per-user data folder]"),
         ("search", "[default: table on a terminal, plain otherwise]"),
         ("classify", "<table|plain|tsv|csv|jsonl|json>"),
+        ("cache", "CLIPCLI_CACHE_LIMIT caps the exports; default 10GB"),
     ],
 )
 def test_help_shows_environment_variables_and_defaults(cli, command, says):
