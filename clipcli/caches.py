@@ -109,10 +109,9 @@ def _index_uses() -> _Uses:
     fingerprints: dict[str, list[str]] = defaultdict(list)
     specs: dict[str, ModelSpec] = {}
     for folder in index_registry.known_indexes():
-        model = index_registry.indexed_model(folder)
-        if model is None:
+        spec = index_registry.indexed_model(folder)
+        if spec is None:
             continue  # an empty index, or one that cannot be read: no model to keep
-        spec = ModelSpec(*model)
         exports[ExportFolder.for_spec(spec).path].append(str(folder))
         fingerprints[spec.fingerprint].append(str(folder))
         specs[spec.fingerprint] = spec

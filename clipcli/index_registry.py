@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clipcli import locks
 from clipcli.catalog import CATALOG_FILE
+from clipcli.models import ModelSpec
 from clipcli.settings import index_dir, known_indexes_file
 
 
@@ -45,9 +46,10 @@ def known_indexes() -> list[Path]:
     return [Path(path) for path in alive]
 
 
-def indexed_model(folder: Path) -> tuple[str, str | None] | None:
-    """The (model, pretrained) an index's catalog records, read without changing its folder;
-    None when it records none or cannot be read.
+def indexed_model(folder: Path) -> ModelSpec | None:
+    """The model an index's catalog records (name, weights tag or last path, and the weights'
+    content id), read without changing its folder; None when it records none or cannot be
+    read. With the content id, the export of weights that moved is still the index's.
 
     A read-only connection to a WAL catalog creates its -wal and -shm files if they are missing
     and cannot remove them when it closes. Where they are missing no writer is at work, and the
@@ -61,14 +63,18 @@ def indexed_model(folder: Path) -> tuple[str, str | None] | None:
         db = sqlite3.connect(uri, uri=True, timeout=10)
         try:
             meta = dict(
-                db.execute("SELECT key, value FROM meta WHERE key IN ('model', 'pretrained')")
+                db.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('model', 'pretrained', 'weights')"
+                )
             )
         finally:
             db.close()
     except sqlite3.Error:
         return None
     model = meta.get("model")
-    return (model, meta.get("pretrained") or None) if model else None
+    if not model:
+        return None
+    return ModelSpec(model, meta.get("pretrained") or None, meta.get("weights") or None)
 
 
 def _holds_catalog(path: str) -> bool:

@@ -12,6 +12,7 @@ from conftest import TEST_MODEL, make_image, snapshot
 
 from clipcli import index_registry
 from clipcli.catalog import Catalog
+from clipcli.models import ModelSpec
 from clipcli.settings import known_indexes_file
 
 
@@ -91,7 +92,7 @@ def test_a_damaged_registry_is_read_as_empty_and_rewritten_on_the_next_run(tmp_p
 def test_an_index_model_is_read_without_changing_its_folder(tmp_path: Path) -> None:
     folder = make_catalog(tmp_path / "index", "some-model", "/weights/w.pt")
     before = snapshot(folder)
-    assert index_registry.indexed_model(folder) == ("some-model", "/weights/w.pt")
+    assert index_registry.indexed_model(folder) == ModelSpec("some-model", "/weights/w.pt")
     assert snapshot(folder) == before  # no -wal or -shm left behind
 
 
@@ -99,7 +100,7 @@ def test_an_index_model_is_read_while_a_writer_has_the_catalog_open(tmp_path: Pa
     folder = make_catalog(tmp_path / "index", "some-model", None)
     with Catalog(folder) as writer:  # WAL: -wal and -shm exist while it is open
         writer.set_model("other-model", "tag")
-        assert index_registry.indexed_model(folder) == ("other-model", "tag")
+        assert index_registry.indexed_model(folder) == ModelSpec("other-model", "tag")
 
 
 def test_an_index_without_a_model_or_readable_catalog_has_no_model(tmp_path: Path) -> None:
@@ -122,4 +123,4 @@ def test_the_model_is_read_from_the_catalog_meta_table(tmp_path: Path) -> None:
         db.execute("UPDATE meta SET value = 'n' WHERE key = 'model'")
         db.execute("UPDATE meta SET value = '' WHERE key = 'pretrained'")
     db.close()
-    assert index_registry.indexed_model(folder) == ("n", None)
+    assert index_registry.indexed_model(folder) == ModelSpec("n", None)

@@ -147,3 +147,22 @@ def test_the_bundled_model_of_another_installation_is_found_in_this_one(
     assert result.exit_code == 0, result.stderr  # the same model, not "built with another"
     assert report["added"] == 1
     assert recorded(index)["pretrained"] == str(BUNDLED_WEIGHTS[TEST_MODEL])
+
+
+def test_cleaning_the_cache_keeps_the_export_of_an_index_whose_checkpoint_moved(
+    cli, weights, photo_folder, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CLIPCLI_CACHE", str(tmp_path / "own-cache"))
+    index = tmp_path / "index"
+    args = ["--model", TEST_MODEL, "--pretrained", weights]
+    assert cli("index", photo_folder, "--index", index, *args).exit_code == 0
+    export = ExportFolder.for_spec(ModelSpec(TEST_MODEL, str(weights))).path
+    weights.rename(tmp_path / "moved.pt")
+
+    result, cleaned = cli.json("cache", "clean")
+
+    assert result.exit_code == 0, result.stderr
+    assert str(export) not in [removed["path"] for removed in cleaned["removed"]]
+    assert export.is_dir()  # still the index's: its weights are known by content
+    result, hits = cli.json("search", "a red square", "--index", index)
+    assert (result.exit_code, len(hits)) == (0, 5)
