@@ -87,7 +87,10 @@ def save(folder: Path, index: Any, stamp: dict[str, Any]) -> None:
     import faiss
 
     tmp = folder / f".{INDEX_FILE}.tmp"
-    faiss.write_index(index, str(tmp))
+    # Through a Python file rather than faiss's own path argument, which must be valid UTF-8:
+    # an index folder's name need not be.
+    with open(tmp, "wb") as handle:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
     os.replace(tmp, folder / INDEX_FILE)
     stamp_tmp = folder / f".{STAMP_FILE}.tmp"
     stamp_tmp.write_text(json.dumps({**stamp, "count": int(index.ntotal)}))
@@ -102,7 +105,8 @@ def _load_saved(folder: Path, catalog_id: str) -> tuple[Any, int] | None:
         stamp = json.loads((folder / STAMP_FILE).read_text())
         if stamp.get("format") != STAMP_FORMAT or stamp.get("catalog") != catalog_id:
             return None
-        index = faiss.read_index(str(folder / INDEX_FILE))
+        with open(folder / INDEX_FILE, "rb") as handle:
+            index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
     except (OSError, ValueError, RuntimeError):
         return None
     return (index, int(stamp["generation"])) if index.ntotal == stamp.get("count") else None

@@ -1108,3 +1108,18 @@ def test_kill_9_mid_run_loses_at_most_a_batch_and_the_next_run_completes(
     search, hits = cli.json("search", QUERY, "--index", index, "--top-k", str(count))
     assert search.exit_code == 0, search.stderr
     assert sorted(hit["path"] for hit in hits) == sorted(paths)
+
+
+def test_an_index_folder_whose_name_is_not_utf8_is_written_and_searched(
+    cli, model_args, photo_folder: Path, tmp_path: Path
+) -> None:
+    index = Path(os.fsdecode(os.fsencode(tmp_path) + b"/index-\xe9"))
+
+    result, report = cli.json("index", photo_folder, "--index", index, *model_args)
+
+    assert result.exit_code == 0, result.stderr
+    assert report["added"] == 5
+    assert report["index"] == str(tmp_path) + "/index-\\xe9"  # shown escaped, as valid JSON
+    result, hits = cli.json("search", "a red square", "--index", index)
+    assert (result.exit_code, len(hits)) == (0, 5)
+    assert (index / "vectors.faiss").is_file()  # saved, not rebuilt on every search
