@@ -7,6 +7,7 @@ runtime problem (an unreadable image, weights unavailable, no index), 2 a usage 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -157,8 +158,19 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
         except KeyboardInterrupt:
             print_error("interrupted")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            # What the system refused (a name too long for it, a full disk, a folder it will
+            # not let us read) is the user's to fix, not a bug: the path and the reason.
+            print_error(os_error_message(exc))
+            raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper
+
+
+def os_error_message(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    return f"{os.fsdecode(exc.filename)}: {reason}" if exc.filename is not None else reason
 
 
 def print_error(message: str, hint: str | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Every command given wrong, empty, out-of-range or missing arguments, or damaged state.
+"""Every command given wrong, empty, out-of-range or missing arguments, hostile names or
+damaged state.
 
 Each case states its exit code (1: a runtime problem, 2: a usage problem, as README.md
 documents them) and what its one line on stderr says; none may print a traceback or more
@@ -26,6 +27,8 @@ from clipcli.cli import app
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 USAGE, RUNTIME = 2, 1
+NOT_UTF8 = os.fsdecode(b"latin1-\xe9.jpg")  # a name from a system with another encoding
+TOO_LONG = "x" * 300  # longer than any file system lets one name be (255 bytes)
 
 
 @pytest.fixture(scope="module")
@@ -421,6 +424,83 @@ CASES = [
         "error: {tmp}/nowhere: no index here",
         id="search-no-index",
     ),
+    # -- hostile names: markup, newlines, bytes that are not UTF-8, names too long -----------
+    case(
+        lambda s: ["classify", s.tmp / "new\nline [red]x[/red].jpg", "--labels", "a,b", *s.model],
+        RUNTIME,
+        "error: {tmp}/new\\nline [red]x[/red].jpg: no such file",
+        id="classify-missing-file-with-markup-and-a-newline",
+    ),
+    case(
+        lambda s: ["classify", s.tmp / NOT_UTF8, "--labels", "a,b", *s.model],
+        RUNTIME,
+        "error: {tmp}/latin1-\\xe9.jpg: no such file",
+        id="classify-missing-file-not-utf8",
+        process=True,
+    ),
+    case(
+        lambda s: ["classify", s.tmp / TOO_LONG, "--labels", "a,b", *s.model],
+        RUNTIME,
+        "error: {tmp}/" + TOO_LONG + ": cannot read file (File name too long)",
+        id="classify-name-too-long",
+    ),
+    case(
+        lambda s: ["index", s.tmp / "[bold]gone\tdir", "--index", s.tmp / "index", *s.model],
+        USAGE,
+        "error: {tmp}/[bold]gone\\tdir: not a folder",
+        id="index-missing-folder-with-markup-and-a-tab",
+    ),
+    case(
+        lambda s: ["index", s.tmp / TOO_LONG, "--index", s.tmp / "index", *s.model],
+        RUNTIME,
+        "error: {tmp}/" + TOO_LONG + ": file name too long",
+        id="index-folder-name-too-long",
+    ),
+    case(
+        lambda s: ["index", s.photos(), "--index", s.tmp / TOO_LONG / "index", *s.model],
+        RUNTIME,
+        "error: {tmp}/" + TOO_LONG + "/index: file name too long",
+        id="index-index-name-too-long",
+    ),
+    case(
+        lambda s: ["search", "a red square", "--index", s.tmp / TOO_LONG],
+        RUNTIME,
+        "error: {tmp}/" + TOO_LONG + "/catalog.sqlite3: file name too long",
+        id="search-index-name-too-long",
+    ),
+    case(
+        lambda s: ["search", "--image", s.tmp / "[red]\x1b[31m.png", "--index", s.index()],
+        RUNTIME,
+        "error: {tmp}/[red]\\x1b[31m.png: no such file",
+        id="search-image-with-markup-and-an-escape",
+    ),
+    # -- cache ------------------------------------------------------------------------------
+    case(
+        lambda s: ["cache", "clean", "--older-than", "-3"],
+        USAGE,
+        "error: invalid value for '--older-than': -3.0 is not in the range x>=0",
+        id="cache-clean-older-than-negative",
+    ),
+    case(
+        lambda s: ["cache", "clean", "--older-than", "soon"],
+        USAGE,
+        "error: invalid value for '--older-than': 'soon' is not a valid float range",
+        id="cache-clean-older-than-not-a-number",
+    ),
+    case(
+        lambda s: ["cache", "clean", "--all", "--older-than", "3"],
+        USAGE,
+        "error: --all removes everything; leave out --older-than",
+        id="cache-clean-all-and-older-than",
+    ),
+    case(
+        lambda s: ["cache"],
+        USAGE,
+        "error: CLIPCLI_CACHE_LIMIT=lots: not a size",
+        id="cache-limit-not-a-size",
+        env={"CLIPCLI_CACHE_LIMIT": "lots"},
+    ),
+    case(lambda s: ["cache", "purge"], USAGE, "error: no such command 'purge'", id="cache-typo"),
     # -- no command -------------------------------------------------------------------------
     case(lambda s: ["serach", "a cat"], USAGE, "error: no such command 'serach'", id="typo"),
 ]
