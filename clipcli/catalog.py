@@ -189,6 +189,8 @@ class Catalog:
         self.close()
 
     def close(self) -> None:
+        if self._db.in_transaction:  # an upgrade no write needed: the catalog stays as it was
+            self._db.execute("ROLLBACK")
         self._db.close()
 
     @_reported
@@ -197,10 +199,10 @@ class Catalog:
             self._db.execute("PRAGMA query_only = ON")
             self.schema_version = self._checked_version()
             return
-        self._migrate()
         # WAL lets searches read while an index run writes; the timeout rides out brief locks.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
 
     def _checked_version(self) -> int:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -217,11 +219,22 @@ class Catalog:
         return self.schema_version == 0
 
     def _migrate(self) -> None:
+        """Bring the schema up to date: a new catalog at once, an older one in a transaction
+        that only the first write commits.
+
+        A run that fails, or finds nothing to change, thus leaves an older catalog exactly as
+        it was, still readable by the clipcli version that wrote it. (A new catalog that a
+        failed run made is removed by the index run itself.)
+        """
         version = self._checked_version()
-        for number in range(version, SCHEMA_VERSION):
-            self._db.executescript(
-                f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
-            )
+        if version < SCHEMA_VERSION:
+            self._db.execute("BEGIN IMMEDIATE")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[number]):
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version == 0:
+                self._db.execute("COMMIT")
         self.schema_version = SCHEMA_VERSION
 
     # -- metadata -------------------------------------------------------------------------------
@@ -401,6 +414,19 @@ class Catalog:
             self._bump()
 
 
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration script, split where SQLite says each one ends
+    (executescript would commit the upgrade's transaction)."""
+    statements, current = [], ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
+
+
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
 
@@ -408,7 +434,8 @@ class _Transaction:
         self._db = db
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        if not self._db.in_transaction:  # else the schema upgrade is pending: commit it too
+            self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if not exc_type:

@@ -115,6 +115,42 @@ def test_catalog_at_an_older_version_is_upgraded_in_place_keeping_its_images(
     assert user_version(folder) == SCHEMA_VERSION
 
 
+def older_catalog(folder: Path) -> bytes:
+    """A catalog at schema 1 holding one image; returns its bytes."""
+    folder.mkdir()
+    with raw(folder) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at)"
+            " VALUES ('/photos/old.png', 10, 20, 'old', ?, 0)",
+            (to_blob(vector(1)),),
+        )
+    return (folder / CATALOG_FILE).read_bytes()
+
+
+def test_an_older_catalog_opened_and_only_read_is_left_at_its_version(folder: Path) -> None:
+    before = older_catalog(folder)
+
+    with Catalog(folder) as catalog:
+        assert list(catalog.entries()) == ["/photos/old.png"]  # read at the new schema
+        assert catalog.unreadable() == {}
+        assert catalog.catalog_id
+
+    assert (folder / CATALOG_FILE).read_bytes() == before  # readable by its own clipcli still
+    assert user_version(folder) == 1
+
+
+def test_an_older_catalog_is_left_as_it_was_when_the_first_write_fails(folder: Path) -> None:
+    before = older_catalog(folder)
+
+    broken = NewImage(None, 1, 1, "ccc", vector(3))  # type: ignore[arg-type]  # path NOT NULL
+    with Catalog(folder) as catalog, pytest.raises(sqlite3.IntegrityError):
+        catalog.add([new_image("/photos/a.png", "aaa"), broken])
+
+    assert (folder / CATALOG_FILE).read_bytes() == before
+
+
 def test_catalog_from_a_newer_clipcli_is_refused_without_migrating_it(folder: Path) -> None:
     folder.mkdir()
     with raw(folder) as db:

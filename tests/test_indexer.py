@@ -27,7 +27,7 @@ import pytest
 from conftest import TEST_MODEL, make_non_utf8_image, save_random_checkpoint, snapshot
 from PIL import Image
 
-from clipcli.catalog import CATALOG_FILE
+from clipcli.catalog import CATALOG_FILE, SCHEMA_VERSION
 from clipcli.vector_index import INDEX_FILE, STAMP_FILE
 
 REPORT_KEYS = {
@@ -1123,3 +1123,28 @@ def test_an_index_folder_whose_name_is_not_utf8_is_written_and_searched(
     result, hits = cli.json("search", "a red square", "--index", index)
     assert (result.exit_code, len(hits)) == (0, 5)
     assert (index / "vectors.faiss").is_file()  # saved, not rebuilt on every search
+
+
+def test_a_failing_run_leaves_a_catalog_of_an_older_schema_as_it_was_and_a_writing_run_upgrades_it(
+    cli, run_index, photo_folder: Path, index: Path
+) -> None:
+    run_index(photo_folder)
+    db = sqlite3.connect(index / CATALOG_FILE)
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'paths'")  # the last migration's row
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    db.close()
+    before = snapshot(index)
+
+    result = cli("index", photo_folder, "--index", index, "--model", "clipcli-shapes")
+
+    assert result.exit_code == 2  # built with another model
+    assert snapshot(index) == before  # still readable by the clipcli that wrote it
+
+    (photo_folder / "red.png").unlink()
+    report = run_index(photo_folder)
+
+    assert report["removed"] == 1
+    db = sqlite3.connect(index / CATALOG_FILE)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
