@@ -219,7 +219,11 @@ def classify(
         list[Path], typer.Argument(help="Image files or folders (searched recursively).")
     ],
     labels: Annotated[
-        str | None, typer.Option("--labels", help='Comma-separated labels, e.g. "cat,dog".')
+        str | None,
+        typer.Option(
+            "--labels",
+            help='Comma-separated labels, e.g. "cat,dog"; write \\, for a comma in a label.',
+        ),
     ] = None,
     labels_file: Annotated[
         Path | None, typer.Option("--labels-file", help="A file with one label per line.")
@@ -282,7 +286,12 @@ def index(
     device: DeviceOption = "auto",
     precision: PrecisionOption = None,
     reset: Annotated[
-        bool, typer.Option("--reset", help="Forget every vector and re-embed (e.g. a new model).")
+        bool,
+        typer.Option(
+            "--reset",
+            help="Forget the whole index (every folder in it), then embed the folders given "
+            "(e.g. with a new model).",
+        ),
     ] = False,
     hidden: Annotated[
         bool, typer.Option("--hidden", help="Also index hidden files and folders.")

@@ -33,9 +33,11 @@ def test_no_command_prints_the_help_and_exits_2(cli):
         ("search", "[default: table on a terminal, plain otherwise]"),
         ("classify", "<table|plain|tsv|csv|jsonl|json>"),
         ("cache", "CLIPCLI_CACHE_LIMIT caps the exports; default 10GB"),
+        ("classify", "write \\, for a comma in a label"),
+        ("index", "Forget the whole index (every folder in it)"),
     ],
 )
-def test_help_shows_environment_variables_and_defaults(cli, command, says):
+def test_help_shows_environment_variables_defaults_and_how_values_are_read(cli, command, says):
     result = cli(command, "--help")
     assert result.exit_code == 0
     assert says in " ".join(result.stdout.split())  # however the lines are wrapped
