@@ -14,7 +14,9 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(INSTALLED)
 
+# The layering contracts (pyproject.toml [tool.importlinter]) are checked before the tests.
 test: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 # The backend tests again on an emulated CPU with AVX2 and no AVX-512 or VNNI, whose int8
@@ -27,10 +29,11 @@ test-avx2: install
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get install -y -qq qemu-user >/dev/null || \
 		{ $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq qemu-user >/dev/null; }; }; \
-	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -c "from clipcli import cpu; print('emulated cpu:', cpu.signature())"; \
+	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -c "from clipcli.models import cpu; print('emulated cpu:', cpu.signature())"; \
 	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -m pytest -q -p no:cacheprovider -m backends
 
 lint: install
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check clipcli tests scripts
 	$(VENV)/bin/ruff format --check clipcli tests scripts
 

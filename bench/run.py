@@ -46,7 +46,7 @@ CLIPCLI = [sys.executable, "-m", "clipcli"]
 
 
 def cpu_signature() -> str:
-    from clipcli import cpu
+    from clipcli.models import cpu
 
     return cpu.signature()
 
@@ -164,7 +164,7 @@ def bench_indexing(photos: list[Path], checkpoint: Path, batch: int) -> list[Row
         encoder_s = median_time(lambda: model.encode_image(tensors), 3)
     encoder_only = batch / encoder_s
 
-    from clipcli.indexer import update_index
+    from clipcli.index import update_index
 
     def clipcli_index() -> tuple[float, float]:
         """(embedding-phase rate, whole-run rate including model load)."""
@@ -277,10 +277,10 @@ def bench_precisions(photos: list[Path], checkpoint: Path, batch: int) -> list[R
     """Each --precision's encoder speed and its lowest cosine to torch fp32, on real photos."""
     import torch
 
-    from clipcli.encoder import load_encoder
+    from clipcli.encoders.choose import load_encoder
     from clipcli.errors import UsageError
-    from clipcli.images import load_image
-    from clipcli.models import ModelSpec
+    from clipcli.media.images import load_image
+    from clipcli.models.names import ModelSpec
 
     spec = ModelSpec(MODEL, str(checkpoint))
     reference = load_encoder(spec, "cpu", "fp32")
@@ -315,8 +315,9 @@ def bench_precisions(photos: list[Path], checkpoint: Path, batch: int) -> list[R
 
 def int8_variant_rows(spec: object) -> list[Row]:
     """Which int8 variant this CPU keeps for a model, and how every variant tried agreed."""
-    from clipcli import backend_choice, cpu
-    from clipcli.export_cache import ExportFolder
+    from clipcli.encoders import choose as backend_choice
+    from clipcli.encoders.export_cache import ExportFolder
+    from clipcli.models import cpu
 
     record = ExportFolder.for_spec(spec).read_meta()["cpus"][cpu.signature()]
     int8 = record["int8"]
@@ -340,8 +341,8 @@ def int8_variant_rows(spec: object) -> list[Row]:
 
 def bench_default_model_int8() -> list[Row]:
     """The default photo model's int8 variant on this CPU (random weights, seed 0)."""
-    from clipcli.encoder import load_encoder
-    from clipcli.models import ModelSpec
+    from clipcli.encoders.choose import load_encoder
+    from clipcli.models.names import ModelSpec
 
     spec = ModelSpec(DEFAULT_MODEL, str(random_checkpoint(DEFAULT_MODEL)))
     load_encoder(spec, "cpu", "auto")  # exports and checks it once per CPU
@@ -353,8 +354,8 @@ def bench_default_model_int8() -> list[Row]:
 
 def bench_text_cache(photo: Path, model: str, pretrained: str | None, labels: int) -> list[Row]:
     """classify with the 80 imagenet templates: a first run, then the same labels again."""
-    from clipcli.classifier import classify_paths
-    from clipcli.prompts import load_templates
+    from clipcli.classify import classify_paths
+    from clipcli.zeroshot.templates import load_templates
 
     names = [f"object number {i}" for i in range(labels)]
     templates = load_templates("imagenet")
@@ -550,7 +551,7 @@ def clustered_vectors(count: int, dim: int, clusters: int, seed: int) -> np.ndar
 
 
 def bench_scale(count: int, queries: int) -> list[Row]:
-    from clipcli import vector_index
+    from clipcli.store import vector_index
 
     dim = 512
     # One draw, split: the queries come from the same mixture but are not in the index.
@@ -636,8 +637,8 @@ def bench_scale(count: int, queries: int) -> list[Row]:
 
 def bench_catch_up(count: int, added: int = 32) -> list[Row]:
     """Bringing a saved index up to date after a few new photos, against rebuilding it."""
-    from clipcli import vector_index
-    from clipcli.catalog import Catalog, NewImage
+    from clipcli.store import vector_index
+    from clipcli.store.catalog import Catalog, NewImage
 
     vectors = clustered_vectors(count + added, 512, clusters=2000, seed=1)
 

@@ -1,3 +1,3 @@
-from clipcli.cli import main
+from clipcli.cli.app import main
 
 main()

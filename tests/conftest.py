@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from clipcli.cli import app
+from clipcli.cli.app import app
 
 TEST_MODEL = "clipcli-shapes"
 
@@ -20,7 +20,7 @@ TEST_MODEL = "clipcli-shapes"
 def pytest_report_header() -> str:
     """The CPU the backends were checked on: agreement and speed of ONNX Runtime's kernels
     differ between AVX2, AVX-512 VNNI and ARM, so a failure is easier to place with it."""
-    from clipcli import cpu
+    from clipcli.models import cpu
 
     return f"cpu: {cpu.signature()}"
 
@@ -57,7 +57,7 @@ def save_random_checkpoint(path: Path, seed: int) -> Path:
     import open_clip
     import torch
 
-    from clipcli.models import BUNDLED_CONFIG_DIR
+    from clipcli.models.names import BUNDLED_CONFIG_DIR
 
     open_clip.add_model_config(BUNDLED_CONFIG_DIR)
     torch.manual_seed(seed)
@@ -159,7 +159,7 @@ def vit_spec(tmp_path_factory: pytest.TempPathFactory):
     import open_clip
     import torch
 
-    from clipcli.models import ModelSpec
+    from clipcli.models.names import ModelSpec
 
     folder = tmp_path_factory.mktemp("vit")
     (folder / f"{VIT_MODEL}.json").write_text(json.dumps(VIT_CONFIG))
@@ -178,7 +178,7 @@ def own_fingerprint(checkpoint: Path, tmp_path: Path, name: str = TEST_MODEL):
 
     import torch
 
-    from clipcli.models import ModelSpec
+    from clipcli.models.names import ModelSpec
 
     state = torch.load(checkpoint, weights_only=True)
     first = next(key for key, value in state.items() if value.is_floating_point())
@@ -201,7 +201,9 @@ def without_torch(code: str, *, signature: str | None = None):
 
     prelude = "import json, sys\nfrom pathlib import Path\n"
     if signature is not None:
-        prelude += f"import clipcli.cpu\nclipcli.cpu.signature = lambda: {signature!r}\n"
+        prelude += (
+            f"import clipcli.models.cpu\nclipcli.models.cpu.signature = lambda: {signature!r}\n"
+        )
     script = (
         prelude
         + code
@@ -217,8 +219,8 @@ def without_torch(code: str, *, signature: str | None = None):
 def edit_cpu_record(spec, **figures: dict) -> None:
     """Overwrite some of this CPU's measured figures in the model's export.json, e.g.
     `edit_cpu_record(spec, torch={"rate": 0.0})` makes torch the slowest backend here."""
-    from clipcli import cpu
-    from clipcli.export_cache import ExportFolder
+    from clipcli.encoders.export_cache import ExportFolder
+    from clipcli.models import cpu
 
     folder = ExportFolder.for_spec(spec)
     cpus = folder.read_meta()["cpus"]

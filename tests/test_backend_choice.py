@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clipcli.backend_choice import fastest, job_seconds
+from clipcli.encoders.choose import fastest, job_seconds
 
 pytestmark = pytest.mark.backends  # pure logic: cheap on any CPU, emulated ones included
 

@@ -22,8 +22,8 @@ import pytest
 from conftest import TEST_MODEL, make_image, snapshot
 from typer.testing import CliRunner
 
-from clipcli.catalog import CATALOG_FILE
-from clipcli.cli import app
+from clipcli.cli.app import app
+from clipcli.store.catalog import CATALOG_FILE
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 USAGE, RUNTIME = 2, 1

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from conftest import TEST_MODEL, Cli, make_image, snapshot
 
-from clipcli import index_registry, locks
+from clipcli import locks
+from clipcli.encoders.export_cache import USED_STAMP, ExportFolder
 from clipcli.errors import UsageError
-from clipcli.export_cache import USED_STAMP, ExportFolder
-from clipcli.models import BUNDLED_WEIGHTS, ModelSpec
-from clipcli.prompts import RAW_QUERY, TEXT_CACHE_FILE, TextEmbeddingCache
+from clipcli.models.names import BUNDLED_WEIGHTS, ModelSpec
+from clipcli.store import index_registry
+from clipcli.store.text_cache import RAW_QUERY, TEXT_CACHE_FILE, TextEmbeddingCache
 
 DAY_S = 86400
 EXPORT_KEYS = {

@@ -11,16 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipcli.catalog import (
-    CATALOG_FILE,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Catalog,
-    NewImage,
-    from_blob,
-    to_blob,
-)
 from clipcli.errors import ClipcliError
+from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog, NewImage
+from clipcli.vectors import from_blob, to_blob
 
 DIM = 8
 

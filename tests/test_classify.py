@@ -250,7 +250,7 @@ def test_batch_size_1_keeps_every_good_answer_around_a_bad_file(cli, model_args,
 def test_a_folder_without_images_is_warned_about_and_exits_1_without_loading_a_model(
     cli, tmp_path, monkeypatch, contents
 ):
-    from clipcli import classifier
+    from clipcli import classify as classifier
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded with nothing to classify")
@@ -282,8 +282,8 @@ def test_a_folder_without_images_beside_real_ones_still_exits_1(cli, model_args,
 def test_a_file_whose_name_is_not_utf8_is_classified_under_a_path_that_opens_it(
     random_checkpoint, photo_folder
 ):
-    from clipcli.classifier import classify_paths
-    from clipcli.prompts import load_templates
+    from clipcli.classify import classify_paths
+    from clipcli.zeroshot.templates import load_templates
 
     odd = make_non_utf8_image(photo_folder)
 

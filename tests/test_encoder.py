@@ -7,10 +7,11 @@ import time
 import pytest
 from conftest import make_image
 
-from clipcli import encoder as encoder_module
-from clipcli.encoder import load_encoder
+from clipcli.encoders import batching
+from clipcli.encoders import torch_clip as encoder_module
+from clipcli.encoders.choose import load_encoder
 from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
-from clipcli.models import BUNDLED_WEIGHTS, ModelSpec, resolve_model_spec
+from clipcli.models.names import BUNDLED_WEIGHTS, ModelSpec, resolve_model_spec
 from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED, model_choice
 
 
@@ -121,7 +122,7 @@ def test_hf_hub_model_offline_names_the_setting(cli, monkeypatch, tmp_path):
 
 
 def test_an_all_failed_batch_has_no_rows_but_the_model_width(random_checkpoint, tmp_path):
-    from clipcli.encoder import embed_files
+    from clipcli.encoders.batching import embed_files
 
     spec = resolve_model_spec("clipcli-shapes", str(random_checkpoint))
     encoder = load_encoder(spec, "cpu", "fp32")
@@ -164,8 +165,8 @@ def test_decoding_runs_ahead_of_the_model_by_at_most_the_byte_budget(
     paths = [make_image(tmp_path / f"{i}.png", "red") for i in range(6 * batch_size)]
     encoder = CountingEncoder()
     pixels_per_batch = batch_size * 3 * encoder.input_size**2 * 4
-    monkeypatch.setattr(encoder_module, "AHEAD_BYTES", int(budget_batches * pixels_per_batch))
-    batches = encoder_module.embed_files(encoder, paths, batch_size)
+    monkeypatch.setattr(batching, "AHEAD_BYTES", int(budget_batches * pixels_per_batch))
+    batches = batching.embed_files(encoder, paths, batch_size)
     for i, batch in enumerate(batches):
         assert len(batch.paths) == batch_size
         time.sleep(0.05)  # the decoding threads do all they were given

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from clipcli import locks
-from clipcli.export_cache import LAYOUT, USED_STAMP, ExportFolder
-from clipcli.models import ModelSpec
+from clipcli.encoders.export_cache import LAYOUT, USED_STAMP, ExportFolder
+from clipcli.models.names import ModelSpec
 
 HOUR_S = 3600
 

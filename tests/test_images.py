@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, features
 
 from clipcli.errors import ClipcliError
-from clipcli.images import (
+from clipcli.media.images import (
     IMAGE_EXTENSIONS,
     ImageDecodeError,
     discover_images,

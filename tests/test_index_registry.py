@@ -10,10 +10,10 @@ from pathlib import Path
 
 from conftest import TEST_MODEL, make_image, snapshot
 
-from clipcli import index_registry
-from clipcli.catalog import Catalog
-from clipcli.models import ModelSpec
+from clipcli.models.names import ModelSpec
 from clipcli.settings import known_indexes_file
+from clipcli.store import index_registry
+from clipcli.store.catalog import Catalog
 
 
 def make_catalog(folder: Path, model: str = TEST_MODEL, pretrained: str | None = "p.pt") -> Path:

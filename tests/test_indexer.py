@@ -27,8 +27,8 @@ import pytest
 from conftest import TEST_MODEL, make_non_utf8_image, save_random_checkpoint, snapshot
 from PIL import Image
 
-from clipcli.catalog import CATALOG_FILE, SCHEMA_VERSION
-from clipcli.vector_index import INDEX_FILE, STAMP_FILE
+from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
+from clipcli.store.vector_index import INDEX_FILE, STAMP_FILE
 
 REPORT_KEYS = {
     "index",
@@ -115,8 +115,9 @@ def png_claiming_size(path: Path, width: int, height: int) -> Path:
 
 def embed_directly(checkpoint: Path, path: Path) -> np.ndarray:
     """The vector the encoder gives one file on its own, to compare with what was stored."""
-    from clipcli.encoder import embed_files, load_encoder
-    from clipcli.models import resolve_model_spec
+    from clipcli.encoders.batching import embed_files
+    from clipcli.encoders.choose import load_encoder
+    from clipcli.models.names import resolve_model_spec
 
     encoder = load_encoder(resolve_model_spec(TEST_MODEL, str(checkpoint)), "cpu")
     return next(embed_files(encoder, [path], batch_size=1)).embeddings[0]
@@ -154,7 +155,7 @@ def search_paths(cli, index: Path):
 @pytest.fixture
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every path the encoder decodes from now on: a file not listed here was not re-encoded."""
-    from clipcli import images
+    from clipcli.media import images
 
     seen: list[str] = []
     real = images.load_image
@@ -387,7 +388,7 @@ def test_every_image_extension_is_found_in_any_case_and_other_files_are_ignored(
 
 def searched(index: Path) -> list[str]:
     """Every path search returns, as the logic hands them to the output layer."""
-    from clipcli.searcher import search_index
+    from clipcli.search import search_index
 
     return [hit.path for hit in search_index(index, QUERY, top_k=50).hits]
 

@@ -7,12 +7,14 @@ import pytest
 import torch
 from conftest import TEST_MODEL, edit_cpu_record, make_image, own_fingerprint, without_torch
 
-from clipcli import onnx_towers, text_tower
-from clipcli.encoder import load_encoder
+from clipcli.encoders import choose, text_tower
+from clipcli.encoders import onnx_export as onnx_towers
+from clipcli.encoders.choose import load_encoder
+from clipcli.encoders.export_cache import ExportFolder
+from clipcli.encoders.onnx_sessions import optimised_path
+from clipcli.encoders.tokenizer import PROBES, FastTokenizer
 from clipcli.errors import UsageError
-from clipcli.models import ModelSpec
-from clipcli.onnx_sessions import optimised_path
-from clipcli.tokenizer import PROBES, FastTokenizer
+from clipcli.models.names import ModelSpec
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def test_fp32_is_the_open_clip_reference(spec, batch):
 
 def test_exports_are_made_once_per_model(spec):
     load_encoder(spec, "cpu", "onnx")
-    tower = optimised_path(onnx_towers.ExportFolder.for_spec(spec).tower("image-fp32"))
+    tower = optimised_path(ExportFolder.for_spec(spec).tower("image-fp32"))
     before = tower.stat().st_mtime_ns
     load_encoder(spec, "cpu", "onnx")
     assert tower.stat().st_mtime_ns == before
@@ -57,9 +59,9 @@ def test_unknown_precision_is_a_usage_error(spec):
 
 
 def test_bf16_on_a_cpu_without_bf16_is_refused(spec):
-    from clipcli.encoder import _cpu_has_bf16
+    from clipcli.models.device import cpu_has_bf16
 
-    if _cpu_has_bf16():
+    if cpu_has_bf16():
         encoder = load_encoder(spec, "cpu", "bf16")
         assert encoder.backend == "torch-bf16"
     else:
@@ -117,7 +119,7 @@ def test_the_torch_free_text_encoder_agrees_with_open_clip(spec):
 
 def test_the_text_tower_runs_on_the_query_tokens_only(spec):
     text_tower.prepare_fast_search(load_encoder(spec, "cpu", "fp32"))
-    assert onnx_towers.ExportFolder.for_spec(spec).read_meta()["text_trimmed"] is True
+    assert ExportFolder.for_spec(spec).read_meta()["text_trimmed"] is True
     eot = 49407
     tokens = np.zeros((2, 32), dtype=np.int64)
     tokens[0, :3] = [49406, 320, eot]
@@ -132,14 +134,14 @@ def test_search_answers_without_importing_torch_and_like_torch(
     index = tmp_path / "index"
     assert cli("index", photo_folder, "--index", index, *vit_args).exit_code == 0
     fast = without_torch(
-        "from clipcli.searcher import search_index\n"
+        "from clipcli.search import search_index\n"
         f"hits = search_index(Path({str(index)!r}), 'a red square', top_k=5).hits\n"
         "result = {'paths': [h.path for h in hits], 'scores': [h.score for h in hits]}"
     )
 
     # The torch reference: open_clip's text tower, then the same vector index.
-    from clipcli import vector_index
-    from clipcli.catalog import Catalog
+    from clipcli.store import vector_index
+    from clipcli.store.catalog import Catalog
 
     torch_query = load_encoder(spec, "cpu", "fp32").encode_texts(["a red square"])[0]
     with Catalog(index) as catalog:
@@ -185,13 +187,13 @@ def test_a_model_the_exporter_cannot_handle_keeps_torch_and_is_not_retried(
     assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
     assert load_encoder(spec, "cpu", "auto").backend == "torch-fp32"
     assert len(attempts) == 1
-    meta = onnx_towers.ExportFolder.for_spec(spec).read_meta()
+    meta = ExportFolder.for_spec(spec).read_meta()
     assert "operator not supported" in meta["image_export_error"]
     assert capfd.readouterr().err == ""
 
 
 def test_the_bundled_resnet_exports_exactly_too(batch):
-    from clipcli.models import BUNDLED_WEIGHTS
+    from clipcli.models.names import BUNDLED_WEIGHTS
 
     spec = ModelSpec(TEST_MODEL, str(BUNDLED_WEIGHTS[TEST_MODEL]))
     reference = load_encoder(spec, "cpu", "fp32").encode_images(batch)
@@ -218,13 +220,13 @@ def test_reindexing_an_exported_model_needs_no_torch_and_gives_the_same_vectors(
     edit_cpu_record(spec, torch={"rate": 0.0})
     new = make_image(photo_folder / "later" / "orange.png", "orange", (120, 90))
     added = without_torch(
-        "from clipcli.indexer import update_index\n"
+        "from clipcli.index import update_index\n"
         f"result = update_index([Path({str(photo_folder)!r})], Path({str(index)!r})).added"
     )
     assert added == 1
 
-    from clipcli.catalog import Catalog
-    from clipcli.encoder import embed_files
+    from clipcli.encoders.batching import embed_files
+    from clipcli.store.catalog import Catalog
 
     with Catalog(index) as catalog:
         ids = {path: entry.id for path, entry in catalog.entries().items()}
@@ -246,7 +248,7 @@ def test_indexing_a_few_photos_with_the_model_named_needs_no_torch(
         make_image(new / f"{colour}.png", colour, (120, 90))
     target = tmp_path / "fresh" if into == "a new index" else index
     added = without_torch(
-        "from clipcli.indexer import update_index\n"
+        "from clipcli.index import update_index\n"
         f"report = update_index([Path({str(new)!r})], Path({str(target)!r}),"
         f" model={spec.name!r}, pretrained={spec.pretrained!r})\n"
         "result = report.added"
@@ -255,18 +257,16 @@ def test_indexing_a_few_photos_with_the_model_named_needs_no_torch(
 
 
 def test_with_a_gpu_possibly_present_the_model_is_loaded_to_let_torch_choose(spec, monkeypatch):
-    from clipcli import encoder as encoder_module
+    from clipcli.encoders import choose
+    from clipcli.encoders.onnx_image import ExportedImageEncoder
+    from clipcli.encoders.torch_clip import Encoder
 
     text_tower.prepare_fast_search(load_encoder(spec, "cpu", "auto"))  # both towers exported
     edit_cpu_record(spec, torch={"rate": 0.0})
-    assert isinstance(
-        encoder_module.load_image_encoder(spec, "cpu"), onnx_towers.ExportedImageEncoder
-    )
-    monkeypatch.setattr(encoder_module, "_accelerator_possible", lambda: True)
-    assert isinstance(encoder_module.load_image_encoder(spec, "auto"), encoder_module.Encoder)
-    assert isinstance(
-        encoder_module.load_image_encoder(spec, "cpu", "fp32"), encoder_module.Encoder
-    )
+    assert isinstance(choose.load_image_encoder(spec, "cpu"), ExportedImageEncoder)
+    monkeypatch.setattr(choose, "accelerator_possible", lambda: True)
+    assert isinstance(choose.load_image_encoder(spec, "auto"), Encoder)
+    assert isinstance(choose.load_image_encoder(spec, "cpu", "fp32"), Encoder)
 
 
 def test_a_pruned_export_is_made_again_instead_of_failing(
@@ -276,10 +276,10 @@ def test_a_pruned_export_is_made_again_instead_of_failing(
     args = ["--model", spec.name, "--pretrained", spec.pretrained]
     index = tmp_path / "index"
     assert cli("index", photo_folder, "--index", index, *args).exit_code == 0
-    folder = onnx_towers.ExportFolder.for_spec(spec)
+    folder = ExportFolder.for_spec(spec)
     for weights in folder.path.glob("*.weights"):
         weights.unlink()  # e.g. a cache cleaner that removes large files
-    assert onnx_towers.exported_image_encoder(spec) is None
+    assert choose.exported_image_encoder(spec) is None
     assert text_tower.fast_text_encoder(spec) is None
 
     result, hits = cli.json("search", "a red square", "--index", index)
@@ -301,8 +301,8 @@ def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
     result, expected = cli.json("classify", *images, "--labels", labels, *vit_args)
     assert result.exit_code == 0, result.stderr  # the labels are cached now
     predictions_by_image = without_torch(
-        "from clipcli.classifier import classify_paths\n"
-        "from clipcli.prompts import load_templates\n"
+        "from clipcli.classify import classify_paths\n"
+        "from clipcli.zeroshot.templates import load_templates\n"
         f"paths = [Path(p) for p in {[str(p) for p in images]!r}]\n"
         f"found = classify_paths(paths, {labels.split(',')!r}, load_templates('default'),"
         f" model={spec.name!r}, pretrained={spec.pretrained!r})\n"
@@ -325,19 +325,19 @@ def test_classify_with_cached_labels_needs_no_torch_and_answers_alike(
     ],
 )
 def test_model_names_resolve_alike_without_open_clip(model, pretrained):
-    from clipcli.models import _spec_without_open_clip, resolve_model_spec
+    from clipcli.models.names import resolve_model_spec, spec_without_open_clip
 
-    assert _spec_without_open_clip(model, pretrained) == resolve_model_spec(model, pretrained)
+    assert spec_without_open_clip(model, pretrained) == resolve_model_spec(model, pretrained)
 
 
 def test_a_checkpoint_file_resolves_alike_without_open_clip(random_checkpoint):
-    from clipcli.models import _spec_without_open_clip, resolve_model_spec
+    from clipcli.models.names import resolve_model_spec, spec_without_open_clip
 
-    assert _spec_without_open_clip(TEST_MODEL, str(random_checkpoint)) == resolve_model_spec(
+    assert spec_without_open_clip(TEST_MODEL, str(random_checkpoint)) == resolve_model_spec(
         TEST_MODEL, str(random_checkpoint)
     )
-    assert _spec_without_open_clip("ViT-B-32", "/no/such/file.pt") is None  # left to open_clip
-    assert _spec_without_open_clip("ViT-B-32", None) is None  # its default tag needs open_clip
+    assert spec_without_open_clip("ViT-B-32", "/no/such/file.pt") is None  # left to open_clip
+    assert spec_without_open_clip("ViT-B-32", None) is None  # its default tag needs open_clip
 
 
 class PhaseNames:
@@ -352,7 +352,7 @@ class PhaseNames:
 
 
 def test_the_one_time_export_is_shown_as_its_own_step(random_checkpoint, tmp_path, photo_folder):
-    from clipcli.indexer import update_index
+    from clipcli.index import update_index
 
     spec = own_fingerprint(random_checkpoint, tmp_path)
     runs = []

@@ -20,7 +20,7 @@ import pytest
 from conftest import TEST_MODEL, make_image
 from typer.testing import CliRunner
 
-from clipcli.cli import app
+from clipcli.cli.app import app
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -272,9 +272,9 @@ def test_a_file_name_that_is_not_utf8_is_escaped_in_every_format(cli, model_args
 
 
 def test_every_format_writes_a_path_that_is_not_utf8_to_a_strict_utf8_stream():
-    from clipcli.output import Format, write_paths, write_search
-    from clipcli.searcher import SearchHit
-    from clipcli.tables import LITERAL
+    from clipcli.cli.render import Format, write_paths, write_search
+    from clipcli.cli.tables import LITERAL
+    from clipcli.search import SearchHit
 
     hit = SearchHit(1, "/p/latin1-\udce9.jpg", 0.5)
 

@@ -9,7 +9,7 @@ import torch
 from conftest import TEST_MODEL, make_image
 from PIL import Image
 
-from clipcli.models import BUNDLED_CONFIG_DIR
+from clipcli.models.names import BUNDLED_CONFIG_DIR
 
 LABELS = ["red circle", "blue square", "a cat", "a dog", "a horse"]
 
@@ -54,7 +54,7 @@ def test_similarities_and_scores_match_open_clip(
         make_image(tmp_path / "blue.jpg", "blue", (50, 90)),
         make_image(tmp_path / "grey.png", (128, 128, 128), (64, 64)),
     ]
-    from clipcli.prompts import load_templates
+    from clipcli.zeroshot.templates import load_templates
 
     templates = list(load_templates(template_set).templates)
     ref_sims, ref_probs = reference(random_checkpoint, images, LABELS, templates)
@@ -80,7 +80,7 @@ def test_similarities_and_scores_match_open_clip(
 def test_imagenet_template_file_is_open_clips_list():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-    from clipcli.prompts import load_templates
+    from clipcli.zeroshot.templates import load_templates
 
     expected = [template("{}") for template in OPENAI_IMAGENET_TEMPLATES]
     assert list(load_templates("imagenet").templates) == expected

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipcli.encoder import load_encoder
-from clipcli.models import BUNDLED_WEIGHTS, ModelSpec
-from clipcli.pixels import PixelTransform
+from clipcli.encoders.choose import load_encoder
+from clipcli.encoders.pixels import PixelTransform
+from clipcli.models.names import BUNDLED_WEIGHTS, ModelSpec
 
 SIZES = [(64, 64), (301, 173), (97, 640), (40, 30), (65, 64), (3, 500), (1200, 800)]
 

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 from conftest import TEST_MODEL
 
-from clipcli.encoder import load_encoder
+from clipcli.encoders.choose import load_encoder
 from clipcli.errors import UsageError
-from clipcli.models import ModelSpec
-from clipcli.prompts import (
-    TemplateSet,
-    TextEmbeddingCache,
-    label_embeddings,
-    load_templates,
-    parse_labels,
-    template_names,
-)
+from clipcli.models.names import ModelSpec
+from clipcli.store.text_cache import TextEmbeddingCache
+from clipcli.zeroshot.labels import label_embeddings, parse_labels
+from clipcli.zeroshot.templates import TemplateSet, load_templates, template_names
 
 
 @pytest.fixture(scope="module")

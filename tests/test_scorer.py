@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipcli.scorer import rank_labels, softmax
+from clipcli.zeroshot.scorer import rank_labels, softmax
 
 
 def unit(*vector):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import snapshot
 
-from clipcli.catalog import CATALOG_FILE, SCHEMA_VERSION
+from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_missing_index_points_to_clipcli_index(cli, tmp_path):
 
 
 def test_a_repeated_query_is_served_from_the_cache(cli, indexed, monkeypatch):
-    from clipcli import encoder, text_tower
+    from clipcli.encoders import choose, text_tower
 
     _, first = cli.json("search", "a purple kite", "--index", indexed, "--top-k", "3")
 
@@ -100,20 +100,20 @@ def test_a_repeated_query_is_served_from_the_cache(cli, indexed, monkeypatch):
         raise AssertionError("the text encoder ran for a cached query")
 
     monkeypatch.setattr(text_tower, "fast_text_encoder", no_encoder)
-    monkeypatch.setattr(encoder, "load_encoder", no_encoder)
+    monkeypatch.setattr(choose, "load_encoder", no_encoder)
     result, again = cli.json("search", "a purple kite", "--index", indexed, "--top-k", "3")
     assert result.exit_code == 0, result.stderr
     assert again == first
 
 
 def test_a_mixed_query_loads_the_model_at_most_once(cli, indexed, photo_folder, monkeypatch):
-    from clipcli import encoder, onnx_towers, text_tower
+    from clipcli.encoders import choose, onnx_image, text_tower
 
     loads = []
-    real = encoder._select_backend  # every model load ends here, whoever asked for it
+    real = choose._select_backend  # every model load ends here, whoever asked for it
     monkeypatch.setattr(text_tower, "fast_text_encoder", lambda spec: None)  # text needs it
-    monkeypatch.setattr(onnx_towers, "exported_image_encoder", lambda *a: None)  # image too
-    monkeypatch.setattr(encoder, "_select_backend", lambda *a: loads.append(a) or real(*a))
+    monkeypatch.setattr(onnx_image, "ready_export", lambda *a: None)  # image too
+    monkeypatch.setattr(choose, "_select_backend", lambda *a: loads.append(a) or real(*a))
     target = photo_folder / "red.png"
     result = cli("search", "a new kind of query", "--image", target, "--index", indexed)
     assert result.exit_code == 0, result.stderr

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipcli.encoder import load_encoder
-from clipcli.images import load_image
-from clipcli.models import BUNDLED_WEIGHTS, ModelSpec
+from clipcli.encoders.choose import load_encoder
+from clipcli.media.images import load_image
+from clipcli.models.names import BUNDLED_WEIGHTS, ModelSpec
 from clipcli.shapes import COLOURS, SHAPES, ShapeSpec, draw_shape, write_sample_folder
 
 SEED = 20261122  # fixed, and different from any seed the training script uses
@@ -82,7 +82,8 @@ def test_reduced_jpeg_decoding_keeps_every_label(tmp_path):
     )
     rng = np.random.default_rng(SEED + 1)
     labels = [f"{c} {s}" for c in COLOURS for s in SHAPES]
-    from clipcli.prompts import label_embeddings, load_templates
+    from clipcli.zeroshot.labels import label_embeddings
+    from clipcli.zeroshot.templates import load_templates
 
     text = label_embeddings(encoder, labels, load_templates("default"))
     paths = []

@@ -12,11 +12,12 @@ import pytest
 import torch
 from conftest import edit_cpu_record, own_fingerprint, without_torch
 
-from clipcli import backend_choice, cpu, onnx_towers, tower_checks
-from clipcli.encoder import load_encoder
+from clipcli.encoders import choose, tower_checks
+from clipcli.encoders.choose import load_encoder
+from clipcli.encoders.export_cache import ExportFolder
+from clipcli.encoders.quantise import VARIANTS
 from clipcli.errors import UsageError
-from clipcli.export_cache import ExportFolder
-from clipcli.quantise import VARIANTS
+from clipcli.models import cpu
 
 VARIANT_NAMES = [variant.name for variant in VARIANTS]
 
@@ -69,7 +70,7 @@ def test_every_backend_is_measured_here_and_recorded_under_this_cpu(own_vit, bat
         assert {"cosine", "rate", "start_s"} <= record[kind].keys()
     assert record["int8"]["variant"] in VARIANT_NAMES
     assert record["int8"]["variant"] in record["int8"]["tried"]
-    chosen = backend_choice.fastest(record)
+    chosen = choose.fastest(record)
     assert encoder.backend == ("torch-fp32" if chosen == "torch" else f"onnx-{chosen}")
     reference = load_encoder(own_vit, "cpu", "fp32")
     assert cosines(encoder.encode_images(batch), reference.encode_images(batch)).min() > 0.999
@@ -79,7 +80,7 @@ def test_every_backend_is_measured_here_and_recorded_under_this_cpu(own_vit, bat
 def test_int8_is_accepted_or_refused_on_this_cpu_as_its_record_says(vit_spec, batch):
     load_encoder(vit_spec, "cpu", "auto")
     cosine = this_cpu(vit_spec)["int8"].get("cosine", 0.0)
-    if cosine >= backend_choice.MIN_COSINE["int8"]:
+    if cosine >= tower_checks.MIN_COSINE["int8"]:
         encoder = load_encoder(vit_spec, "cpu", "int8")
         assert encoder.backend == "onnx-int8"
         reference = load_encoder(vit_spec, "cpu", "fp32")
@@ -127,7 +128,7 @@ def test_the_first_int8_variant_that_agrees_on_this_cpu_is_kept(own_vit, monkeyp
     int8 = this_cpu(own_vit)["int8"]
     assert int8["variant"] == "u8"
     assert list(int8["tried"]) == ["s8", "u8"]  # s7c was not needed
-    assert int8["tried"]["s8"]["cosine"] < backend_choice.AUTO_MIN_COSINE <= int8["cosine"]
+    assert int8["tried"]["s8"]["cosine"] < tower_checks.AUTO_MIN_COSINE <= int8["cosine"]
     folder = ExportFolder.for_spec(own_vit)
     assert folder.graph_saved(folder.tower("image-int8-u8"))
     assert not folder.graph_saved(folder.tower("image-int8-s8"))  # not kept: tens of MB
@@ -139,18 +140,19 @@ def test_with_no_variant_agreeing_the_closest_is_kept_for_explicit_use_only(own_
     int8 = this_cpu(own_vit)["int8"]
     assert list(int8["tried"]) == VARIANT_NAMES
     assert int8["variant"] == max(int8["tried"], key=lambda name: int8["tried"][name]["cosine"])
-    assert int8["cosine"] < backend_choice.AUTO_MIN_COSINE
+    assert int8["cosine"] < tower_checks.AUTO_MIN_COSINE
     assert encoder.backend != "onnx-int8"
-    if int8["cosine"] >= backend_choice.MIN_COSINE["int8"]:
+    if int8["cosine"] >= tower_checks.MIN_COSINE["int8"]:
         assert load_encoder(own_vit, "cpu", "int8").backend == "onnx-int8"
 
 
 def test_an_export_from_another_cpu_is_checked_here_without_torch(own_vit):
     load_encoder(own_vit, "cpu", "auto")  # exported and checked on this CPU
     found = without_torch(
-        "from clipcli.models import ModelSpec\n"
-        "from clipcli.onnx_towers import exported_image_encoder, cpu_record\n"
-        "from clipcli.export_cache import ExportFolder\n"
+        "from clipcli.models.names import ModelSpec\n"
+        "from clipcli.encoders.choose import exported_image_encoder\n"
+        "from clipcli.encoders.tower_checks import cpu_record\n"
+        "from clipcli.encoders.export_cache import ExportFolder\n"
         f"spec = ModelSpec({own_vit.name!r}, {own_vit.pretrained!r})\n"
         "encoder = exported_image_encoder(spec, images=1)\n"
         "result = {'backend': encoder and encoder.backend,\n"
@@ -160,7 +162,7 @@ def test_an_export_from_another_cpu_is_checked_here_without_torch(own_vit):
     record = found["record"]
     assert record["torch"]["estimated"] is True and record["torch"]["rate"] > 0
     assert record["fp32"]["cosine"] > 0.999
-    assert found["backend"] == f"onnx-{backend_choice.fastest(record, 1)}"
+    assert found["backend"] == f"onnx-{choose.fastest(record, 1)}"
     cpus = ExportFolder.for_spec(own_vit).read_meta()["cpus"]
     assert set(cpus) == {cpu.signature(), "test-cpu-elsewhere"}
 
@@ -174,7 +176,7 @@ def test_a_variant_unfaithful_on_the_new_cpu_is_replaced_there(own_vit, monkeypa
 
     monkeypatch.setattr(cpu, "signature", lambda: "test-cpu-avx2-only")
     distorting(monkeypatch, {"s8": 1.0})
-    assert onnx_towers.exported_image_encoder(own_vit) is not None  # checked here, no torch
+    assert choose.exported_image_encoder(own_vit) is not None  # checked here, no torch
     assert this_cpu(own_vit)["int8"]["variant"] == "u8"
     folder = ExportFolder.for_spec(own_vit)
     for variant in ("s8", "u8"):  # each CPU's record still names a graph on disk
@@ -189,8 +191,8 @@ def test_a_few_images_skip_torch_even_where_it_is_faster_per_image(own_vit):
         fp32={"cosine": 1.0, "rate": 100.0, "start_s": 0.1},
         int8={"cosine": 0.9, "rate": 100.0},
     )
-    assert onnx_towers.exported_image_encoder(own_vit, images=4).backend == "onnx-fp32"
-    assert onnx_towers.exported_image_encoder(own_vit, images=100_000) is None  # torch then
+    assert choose.exported_image_encoder(own_vit, images=4).backend == "onnx-fp32"
+    assert choose.exported_image_encoder(own_vit, images=100_000) is None  # torch then
 
 
 def test_torch_start_up_is_timed_in_a_process_that_starts_without_it(random_checkpoint, tmp_path):
@@ -199,8 +201,8 @@ def test_torch_start_up_is_timed_in_a_process_that_starts_without_it(random_chec
 
     spec = own_fingerprint(random_checkpoint, tmp_path)
     code = (
-        "from clipcli.encoder import load_encoder\n"
-        "from clipcli.models import resolve_model_spec\n"
+        "from clipcli.encoders.choose import load_encoder\n"
+        "from clipcli.models.names import resolve_model_spec\n"
         f"load_encoder(resolve_model_spec({spec.name!r}, {spec.pretrained!r}), 'cpu')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipcli import vector_index
+from clipcli.store import vector_index
 
 
 def clustered(count: int, dim: int = 32, clusters: int = 20, seed: int = 0) -> np.ndarray:
@@ -156,7 +156,7 @@ def test_a_saved_exact_index_reads_back_and_answers_the_same(tmp_path):
 
 
 def fill(catalog, paths: range, seed: int) -> None:
-    from clipcli.catalog import NewImage
+    from clipcli.store.catalog import NewImage
 
     vectors = clustered(len(paths), seed=seed)
     catalog.add(
@@ -175,7 +175,7 @@ def same_answers(index, fresh, queries) -> None:
 
 @pytest.fixture
 def catalog(tmp_path):
-    from clipcli.catalog import Catalog
+    from clipcli.store.catalog import Catalog
 
     with Catalog(tmp_path) as opened:
         yield opened

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import TEST_MODEL, make_image, own_fingerprint, snapshot
 
-from clipcli.catalog import CATALOG_FILE
-from clipcli.export_cache import ExportFolder
-from clipcli.models import BUNDLED_WEIGHTS, ModelSpec
-from clipcli.weight_files import content_id
+from clipcli.encoders.export_cache import ExportFolder
+from clipcli.models.names import BUNDLED_WEIGHTS, ModelSpec
+from clipcli.models.weight_files import content_id
+from clipcli.store.catalog import CATALOG_FILE
 
 
 @pytest.fixture

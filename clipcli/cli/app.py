@@ -1,0 +1,453 @@
+"""The command line: parse arguments, make one call into the logic, render the result.
+
+Results go to stdout; progress, warnings and errors go to stderr. Exit codes: 0 success, 1 a
+runtime problem (an unreadable image, weights unavailable, no index), 2 a usage problem.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from typer.core import TyperGroup
+
+from clipcli import __version__
+from clipcli.cli.literal import shown
+from clipcli.cli.render import Format
+from clipcli.errors import EXIT_FAILURE, ClipcliError, UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# Click's exception family, whichever Click raises them: Typer 0.28 carries a copy of its own.
+ClickError: Any = next(
+    base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException"
+)
+
+
+class OneLineErrors(TyperGroup):
+    """Click's own usage errors (a missing argument, a value out of range, an unknown option)
+    as one `error: ...` line on stderr, like every other clipcli error, not a usage box."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except ClickError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # no command: its message is the help
+                sys.stdout.write(exc.format_message() + "\n")
+            else:
+                print_error(*click_error(exc))
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print_error("aborted")
+            sys.exit(1)
+        # Without standalone mode Typer returns the code a command exited with, else its result.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    name="clipcli",
+    cls=OneLineErrors,
+    help="Zero-shot image classification and photo search with CLIP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Click's own help layout: Rich's would read every help text as markup, and lose the
+    # "[env: CLIPCLI_MODEL; ...]" of the options that have one.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@functools.cache
+def stdout() -> Console:
+    """Rich's console for tables; made on first use, so other formats never import Rich.
+    Whatever it is given is drawn literally: no markup, no emoji codes, no highlighting."""
+    from rich.console import Console
+
+    return Console(markup=False, emoji=False, highlight=False)
+
+
+@functools.cache
+def stderr() -> Console:
+    """Rich's console for progress bars on an interactive stderr."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="open_clip model name or hf-hub:org/repo. [env: CLIPCLI_MODEL; default ViT-B-32-256]",
+        show_default=False,
+    ),
+]
+PretrainedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pretrained",
+        help="Weights: an open_clip tag or a checkpoint file. [env: CLIPCLI_PRETRAINED]",
+        show_default=False,
+    ),
+]
+IndexOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--index",
+        help="Index folder. [env: CLIPCLI_INDEX; default: per-user data folder]",
+        show_default=False,
+    ),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda or mps.", show_default=True)
+]
+BatchOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Images per forward pass.", show_default=True)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (--format json).")]
+FormatOption = Annotated[
+    Format | None,
+    typer.Option(
+        "--format",
+        help="How to print the results (README.md defines each). [default: table on a "
+        "terminal, plain otherwise]",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="auto, fp32 (open_clip reference), bf16, onnx or int8. [env: CLIPCLI_PRECISION; "
+        "default auto: the fastest backend that agrees with fp32]",
+        show_default=False,
+    ),
+]
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn clipcli's own errors into one line on stderr and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ClipcliError as exc:
+            print_error(exc.message, exc.hint)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            print_error("interrupted")
+            raise typer.Exit(130) from None
+        except OSError as exc:
+            # What the system refused (a name too long for it, a full disk, a folder it will
+            # not let us read) is the user's to fix, not a bug: the path and the reason.
+            print_error(os_error_message(exc))
+            raise typer.Exit(EXIT_FAILURE) from None
+
+    return wrapper
+
+
+def os_error_message(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    reason = reason[:1].lower() + reason[1:]
+    return f"{os.fsdecode(exc.filename)}: {reason}" if exc.filename is not None else reason
+
+
+def print_error(message: str, hint: str | None = None) -> None:
+    line = f"error: {message}" + (f"; {hint}" if hint else "")
+    _to_stderr(line)
+
+
+def click_error(exc: Any) -> tuple[str, str | None]:
+    """Click's message as clipcli words its own: one line, lower case, the help as a hint."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    context = getattr(exc, "ctx", None)
+    return message, f"see `{context.command_path} --help`" if context is not None else None
+
+
+def print_warning(message: str) -> None:
+    _to_stderr(f"warning: {message}")
+
+
+def _to_stderr(line: str) -> None:
+    """One plain line: no markup, no wrapping, whatever the terminal's width, and the
+    newlines or control characters of a path escaped, so that it stays one line."""
+    sys.stderr.write(shown(line) + "\n")
+    sys.stderr.flush()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"clipcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Zero-shot image classification and photo search with CLIP."""
+
+
+@app.command()
+@reports_errors
+def classify(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files or folders (searched recursively).")
+    ],
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help='Comma-separated labels, e.g. "cat,dog"; write \\, for a comma in a label.',
+        ),
+    ] = None,
+    labels_file: Annotated[
+        Path | None, typer.Option("--labels-file", help="A file with one label per line.")
+    ] = None,
+    templates: Annotated[
+        str,
+        typer.Option(
+            "--templates", help="Prompt templates: default, imagenet, or a file with one per line."
+        ),
+    ] = "default",
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels to show per image.")] = 5,
+    form: FormatOption = None,
+    json_output: JsonOption = False,
+    model: ModelOption = None,
+    pretrained: PretrainedOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
+    batch_size: BatchOption = 32,
+) -> None:
+    """Rank labels for each image by CLIP zero-shot similarity."""
+    from clipcli.classify import classify_paths, failed, label_warnings
+    from clipcli.cli import render
+    from clipcli.zeroshot.labels import parse_labels
+    from clipcli.zeroshot.templates import load_templates
+
+    chosen = render.choose_format(form, json_output, sys.stdout)
+    label_list = parse_labels(labels, labels_file)
+    template_set = load_templates(templates)
+    with render.progress_for(stderr, enabled=chosen is not Format.json) as progress:
+        results = classify_paths(
+            paths,
+            label_list,
+            template_set,
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            top_k=top_k,
+            progress=progress,
+        )
+    render.write_classifications(chosen, results, sys.stdout, stdout)
+    for result in results:
+        if result.error is not None:
+            print_error(f"{result.path}: {result.error}")
+        elif result.warning is not None:
+            print_warning(f"{result.path}: {result.warning}")
+    for note in label_warnings(label_list):
+        print_warning(note)
+    if failed(results):  # an unreadable image, or a folder that gave nothing to classify
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command()
+@reports_errors
+def index(
+    folders: Annotated[list[Path], typer.Argument(help="Folders of photos to index.")],
+    index_dir: IndexOption = None,
+    model: ModelOption = None,
+    pretrained: PretrainedOption = None,
+    json_output: JsonOption = False,
+    batch_size: BatchOption = 32,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            "--reset",
+            help="Forget the whole index (every folder in it), then embed the folders given "
+            "(e.g. with a new model).",
+        ),
+    ] = False,
+    hidden: Annotated[
+        bool, typer.Option("--hidden", help="Also index hidden files and folders.")
+    ] = False,
+) -> None:
+    """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
+    from clipcli.cli import render
+    from clipcli.index import update_index
+    from clipcli.settings import index_dir as resolve_index
+
+    with render.progress_for(stderr, enabled=not json_output) as progress:
+        report = update_index(
+            folders,
+            resolve_index(index_dir),
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            include_hidden=hidden,
+            reset=reset,
+            progress=progress,
+        )
+    if json_output:
+        sys.stdout.write(render.to_json(render.index_report_json(report)) + "\n")
+    else:
+        render.write_index_report(report, sys.stdout, stdout)
+        for skipped in report.skipped:
+            print_warning(f"skipped {skipped.path}: {skipped.reason}")
+
+
+@app.command()
+@reports_errors
+def search(
+    query: Annotated[str | None, typer.Argument(help="What to look for, in words.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Search by an example image (or as well).")
+    ] = None,
+    index_dir: IndexOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Number of results.")] = 10,
+    form: FormatOption = None,
+    json_output: JsonOption = False,
+    paths_only: Annotated[
+        bool, typer.Option("--paths-only", help="Print only the paths, one per line.")
+    ] = False,
+    null: Annotated[
+        bool,
+        typer.Option(
+            "--null", "-0", help="Only the paths, each ended by a NUL byte (for xargs -0)."
+        ),
+    ] = False,
+    device: DeviceOption = "auto",
+    moved_to: Annotated[
+        str | None,
+        typer.Option(
+            "--pretrained",
+            help="Where the index's checkpoint file is now, if it moved since indexing "
+            "(it must hold the same weights).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Find the indexed photos closest to a text query or an example image."""
+    from clipcli.cli import render
+    from clipcli.search import search_index
+    from clipcli.settings import index_dir as resolve_index
+
+    if (paths_only or null) and (form is not None or json_output):
+        raise UsageError(
+            f"{'-0' if null else '--paths-only'} prints the paths alone",
+            hint="leave out --format and --json",
+        )
+    chosen = render.choose_format(form, json_output, sys.stdout)
+    found = search_index(
+        resolve_index(index_dir),
+        query,
+        image=image,
+        top_k=top_k,
+        device=device,
+        pretrained=moved_to,
+    )
+    if paths_only or null:
+        render.write_paths(found.hits, sys.stdout, null=null)
+    else:
+        render.write_search(chosen, found.hits, sys.stdout, stdout)
+    if found.missing == 1:
+        print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
+    elif found.missing:
+        print_warning(
+            f"{found.missing} indexed photos no longer exist; run `clipcli index` to drop them"
+        )
+
+
+cache_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(cache_app, name="cache")
+PlainJsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@cache_app.callback(invoke_without_command=True)
+@reports_errors
+def cache(ctx: typer.Context, json_output: PlainJsonOption = False) -> None:
+    """Show the exported models and cached text embeddings: their size, when each export was
+    last used, and which known index uses them. `clipcli cache clean` removes what no index
+    needs. [env: CLIPCLI_CACHE; default: per-user cache folder. CLIPCLI_CACHE_LIMIT caps the
+    exports; default 10GB]"""
+    if ctx.invoked_subcommand is not None:
+        return
+    from clipcli.cache import cache_report
+    from clipcli.cli import cache_view, render
+
+    report = cache_report()
+    if json_output:
+        sys.stdout.write(render.to_json(cache_view.cache_json(report)) + "\n")
+    else:
+        cache_view.write_cache(report, sys.stdout)
+
+
+@cache_app.command("clean")
+@reports_errors
+def cache_clean(
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            "--older-than",
+            metavar="DAYS",
+            min=0,
+            help="Also remove the exports of indexed models not used for DAYS days.",
+        ),
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Remove every export and cached text embedding.")
+    ] = False,
+    json_output: PlainJsonOption = False,
+) -> None:
+    """Remove the exports and cached text embeddings of models no known index uses."""
+    from clipcli.cache import clean
+    from clipcli.cli import cache_view, render
+
+    if everything and older_than is not None:
+        raise UsageError("--all removes everything", hint="leave out --older-than")
+    report = clean(older_than_days=older_than, everything=everything)
+    if json_output:
+        sys.stdout.write(render.to_json(cache_view.clean_json(report)) + "\n")
+    else:
+        cache_view.write_clean(report, sys.stdout)
+    for skipped in report.skipped:
+        print_warning(f"kept {skipped.path}: {skipped.reason}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="clipcli")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

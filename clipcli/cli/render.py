@@ -1,0 +1,216 @@
+"""Writing results: the formats of `--format` (README.md defines each), for people and scripts.
+
+The line formats (plain, tsv, csv, jsonl, json) are written straight to the stream, one result
+per line where the format has lines, never wrapped or padded. Tables are drawn with Rich
+(tables.py), which is imported only then: JSON and the line formats, which scripts and cold
+searches print, do without its 50-90 ms of imports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TextIO
+
+from clipcli.cli.literal import escaped, shown, unicode_safe_data
+from clipcli.errors import UsageError
+from clipcli.progress import NoProgress, ProgressReporter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from clipcli.classify import Classification
+    from clipcli.index import IndexReport
+    from clipcli.search import SearchHit
+
+
+class Format(str, Enum):
+    table = "table"
+    plain = "plain"
+    tsv = "tsv"
+    csv = "csv"
+    jsonl = "jsonl"
+    json = "json"
+
+
+CLASSIFY_COLUMNS = ["path", "rank", "label", "score", "similarity", "error"]
+SEARCH_COLUMNS = ["rank", "path", "score"]
+
+
+def choose_format(asked: Format | None, json_flag: bool, stream: TextIO) -> Format:
+    """The format to write: `--format`, or `--json`, else a table on a terminal and plain
+    lines everywhere else (pipes, files, CI)."""
+    if json_flag:
+        if asked not in (None, Format.json):
+            raise UsageError(
+                f"--json and --format {asked.value} ask for two formats", hint="give one of them"
+            )
+        return Format.json
+    if asked is not None:
+        return asked
+    return Format.table if is_terminal(stream) else Format.plain
+
+
+def is_terminal(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+# -- the JSON shapes (the documented contract) -------------------------------------------------
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(unicode_safe_data(data), indent=2, ensure_ascii=False)
+
+
+def classifications_json(results: Sequence[Classification]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for result in results:
+        if result.warning is not None:
+            continue  # a folder with no images: not an image, and warned about on stderr
+        if result.error is not None:
+            out.append({"path": result.path, "error": result.error})
+        else:
+            out.append(
+                {"path": result.path, "predictions": [asdict(p) for p in result.predictions or []]}
+            )
+    return out
+
+
+def index_report_json(report: IndexReport) -> dict[str, Any]:
+    return asdict(report)
+
+
+def search_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
+    return [asdict(hit) for hit in hits]
+
+
+# -- writing each format -------------------------------------------------------------------------
+
+
+def write_classifications(
+    form: Format, results: Sequence[Classification], out: TextIO, console: Callable[[], Console]
+) -> None:
+    """`results` in `form`; errors and empty folders are left to stderr, except in the formats
+    that carry every entry of the JSON (json, jsonl, tsv, csv)."""
+    if form is Format.table:
+        from clipcli.cli import tables
+
+        tables.render_classifications(console(), results)
+    elif form is Format.json:
+        out.write(to_json(classifications_json(results)) + "\n")
+    elif form is Format.jsonl:
+        _write_jsonl(out, classifications_json(results))
+    elif form is Format.plain:
+        for result in results:
+            for prediction in result.predictions or []:
+                out.write(
+                    f"{escaped(result.path)}\t{escaped(prediction.label)}\t{prediction.score:.3f}\n"
+                )
+    else:
+        _write_rows(form, out, CLASSIFY_COLUMNS, _classification_rows(results))
+
+
+def _classification_rows(results: Sequence[Classification]) -> Iterator[list[Any]]:
+    for result in results:
+        if result.error is not None:
+            yield [result.path, "", "", "", "", result.error]
+        for rank, prediction in enumerate(result.predictions or [], 1):
+            yield [
+                result.path,
+                rank,
+                prediction.label,
+                repr(prediction.score),
+                repr(prediction.similarity),
+                "",
+            ]
+
+
+def write_search(
+    form: Format, hits: Sequence[SearchHit], out: TextIO, console: Callable[[], Console]
+) -> None:
+    """The hits, best first, in `form`."""
+    if form is Format.table:
+        from clipcli.cli import tables
+
+        tables.render_search(console(), hits)
+    elif form is Format.json:
+        out.write(to_json(search_json(hits)) + "\n")
+    elif form is Format.jsonl:
+        _write_jsonl(out, search_json(hits))
+    elif form is Format.plain:
+        for hit in hits:
+            out.write(f"{escaped(hit.path)}\t{hit.score:.3f}\n")
+    else:
+        rows = ([hit.rank, hit.path, repr(hit.score)] for hit in hits)
+        _write_rows(form, out, SEARCH_COLUMNS, rows)
+
+
+def write_paths(hits: Sequence[SearchHit], out: TextIO, *, null: bool) -> None:
+    """Only the paths: one a line (escaped as in plain), or with `null` each followed by a NUL
+    byte and written byte for byte as the file system has it, for `xargs -0`."""
+    if not null:
+        for hit in hits:
+            out.write(escaped(hit.path) + "\n")
+        return
+    out.flush()  # what the text layer holds goes first
+    binary = out.buffer
+    for hit in hits:
+        binary.write(os.fsencode(hit.path) + b"\0")
+    binary.flush()
+
+
+def _write_jsonl(out: TextIO, entries: Iterable[dict[str, Any]]) -> None:
+    for entry in entries:
+        out.write(json.dumps(unicode_safe_data(entry), ensure_ascii=False) + "\n")
+
+
+def _write_rows(form: Format, out: TextIO, header: list[str], rows: Iterable[list[Any]]) -> None:
+    """tsv: fields escaped, so that a row is always one line; csv: quoted as the csv module
+    does (a field may then span lines), with undecodable bytes as `\\xNN`."""
+    if form is Format.tsv:
+        out.write("\t".join(header) + "\n")
+        for row in rows:
+            out.write("\t".join(escaped(str(field)) for field in row) + "\n")
+        return
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(unicode_safe_data(row) for row in rows)
+
+
+def index_summary(report: IndexReport) -> tuple[str, str]:
+    """The one-line summary of an index run, as the count and the words after it."""
+    noun = "image" if report.total == 1 else "images"
+    return str(report.total), (
+        f" {noun} in {shown(report.index)} ({shown(report.model)}): "
+        f"{report.added} added, {report.updated} updated, {report.moved} moved, "
+        f"{report.removed} removed, {report.unchanged} unchanged, "
+        f"{len(report.skipped)} skipped in {report.seconds:.1f}s"
+    )
+
+
+def write_index_report(report: IndexReport, out: TextIO, console: Callable[[], Console]) -> None:
+    """The summary as one line, never wrapped; its count in bold on a terminal."""
+    if not is_terminal(out):
+        out.write("".join(index_summary(report)) + "\n")
+        return
+    from clipcli.cli import tables
+
+    tables.render_summary(console(), *index_summary(report))
+
+
+@contextmanager
+def progress_for(console: Callable[[], Console], *, enabled: bool) -> Iterator[ProgressReporter]:
+    """A live progress bar on an interactive stderr, nothing otherwise (pipes, CI, --json)."""
+    if not (enabled and console().is_terminal):
+        yield NoProgress()
+        return
+    from clipcli.cli.progress_bar import RichProgress  # Rich's progress module: only when drawn
+
+    with RichProgress(console()) as progress:
+        yield progress

@@ -1,0 +1,362 @@
+"""Incremental indexing: bring an index folder's catalog up to date with folders of photos.
+
+A file is unchanged when its (size, mtime) match the catalog; otherwise its content hash decides:
+same hash → unchanged, new hash at a known path → re-encoded, a hash that vanished elsewhere → a
+move (the vector is kept), a hash already indexed → a copy (the vector is reused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clipcli.encoders import text_tower
+from clipcli.encoders.batching import embed_files
+from clipcli.encoders.choose import load_image_encoder, requested_spec
+from clipcli.encoders.protocols import ImageEncoder
+from clipcli.errors import ModelMismatchError, UsageError
+from clipcli.media.images import discover_images
+from clipcli.models.names import ModelSpec, recorded_spec
+from clipcli.preload import import_ahead
+from clipcli.progress import NoProgress, ProgressReporter
+from clipcli.settings import precision_choice
+from clipcli.store import index_folder, index_registry, vector_index
+from clipcli.store.catalog import Catalog, CatalogEntry, NewImage
+
+HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What one `clipcli index` run did; its fields are the --json contract."""
+
+    index: str
+    model: str
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    total: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _FileStat:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class _Plan:
+    unchanged: int = 0
+    touched: list[tuple[int, int, int]] = field(default_factory=list)
+    moves: list[tuple[int, str, int, int]] = field(default_factory=list)
+    removals: list[int] = field(default_factory=list)
+    copies: list[NewImage] = field(default_factory=list)
+    to_encode: list[tuple[_FileStat, str]] = field(default_factory=list)  # (file, sha256)
+    replaced: set[str] = field(default_factory=set)  # paths whose content changed
+    skipped: list[Skipped] = field(default_factory=list)
+    known_bad: set[str] = field(default_factory=set)  # unchanged files that failed before
+
+
+def update_index(
+    roots: Sequence[Path],
+    folder: Path,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    batch_size: int = 32,
+    include_hidden: bool = False,
+    reset: bool = False,
+    progress: ProgressReporter | None = None,
+) -> IndexReport:
+    """Index every image under `roots` into `folder`, doing only the work that changed.
+
+    A run that fails before it stores a photo (weights that cannot load, an unknown model)
+    leaves the index folder as it found it: nothing is written before the model has loaded,
+    and index_folder.writing removes what the run made for nothing.
+    """
+    started = time.perf_counter()
+    for root in roots:
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a folder")
+    job = _Job(
+        roots,
+        model,
+        pretrained,
+        device,
+        precision_choice(precision),
+        batch_size,
+        include_hidden,
+        reset,
+        progress or NoProgress(),
+    )
+    with index_folder.writing(folder), Catalog(folder) as catalog:
+        report = _bring_up_to_date(catalog, folder, job)
+    index_registry.register(folder)  # so that cleaning the caches keeps its model's export
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one `clipcli index` run was asked to do."""
+
+    roots: Sequence[Path]
+    model: str | None
+    pretrained: str | None
+    device: str
+    precision: str
+    batch_size: int
+    include_hidden: bool
+    reset: bool
+    progress: ProgressReporter
+
+
+def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
+    """One run on the open catalog: plan, load the model if anything needs it, then write."""
+    spec = _choose_model(catalog, job.model, job.pretrained, reset=job.reset)
+    encoder = _OnDemand(spec, job.device, job.precision, job.progress)
+    forgotten: set[str] = set()
+    if job.reset:
+        encoder.load()  # a model that cannot load must not cost the user their index
+        forgotten = set(catalog.entries())
+        catalog.clear()
+    files = _scan(job.roots, job.include_hidden)
+    plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress)
+    if plan.to_encode:  # before the first write: a model that cannot load changes nothing
+        _load_for(encoder, len(plan.to_encode), job.progress)
+    if (catalog.model(), catalog.weights()) != ((spec.name, spec.pretrained), spec.weights_id):
+        catalog.set_model(spec.name, spec.pretrained, spec.weights_id)
+    report = IndexReport(index=str(folder), model=spec.name)
+    _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
+    if job.reset:  # photos of other folders are gone too: the report counts every one
+        report.removed = len(forgotten - set(catalog.entries()))
+    vector_index.refresh(folder, catalog)
+    if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
+        text_tower.prepare_fast_search(encoder.loaded)
+    return report
+
+
+@dataclass
+class _OnDemand:
+    """The image encoder, loaded once and only when some file must be embedded."""
+
+    spec: ModelSpec
+    device: str
+    precision: str
+    progress: ProgressReporter
+    loaded: ImageEncoder | None = None
+
+    def load(self, images: int | None = None) -> ImageEncoder:
+        """The encoder for a job of `images` images (auto weighs start-up against speed)."""
+        if self.loaded is None:
+            self.loaded = load_image_encoder(
+                self.spec, self.device, self.precision, self.progress, images
+            )
+        return self.loaded
+
+
+def _apply(
+    plan: _Plan,
+    catalog: Catalog,
+    encoder: _OnDemand,
+    batch_size: int,
+    progress: ProgressReporter,
+    report: IndexReport,
+) -> None:
+    """Carry out a plan, cheapest steps first, and count what happened in `report`."""
+    catalog.touch(plan.touched)
+    catalog.move(plan.moves)
+    catalog.remove(plan.removals)
+    catalog.add(plan.copies)
+    encoded, failed = _encode(plan.to_encode, catalog, encoder, batch_size, progress)
+    catalog.forget_unreadable(plan.known_bad | {s.path for s in failed})
+    # A file that changed into something unreadable must not keep its old vector.
+    stale = {s.path for s in failed} & plan.replaced
+    catalog.remove([e.id for p, e in catalog.entries().items() if p in stale])
+    report.added = len(plan.copies) + sum(1 for p in encoded if p not in plan.replaced)
+    report.updated = sum(1 for p in encoded if p in plan.replaced)
+    report.moved = len(plan.moves)
+    report.removed = len(plan.removals) + len(stale)
+    report.unchanged = plan.unchanged
+    report.skipped = sorted(plan.skipped + failed, key=lambda s: s.path)
+    report.total = catalog.count()
+
+
+def _choose_model(
+    catalog: Catalog, model: str | None, pretrained: str | None, *, reset: bool = False
+) -> ModelSpec:
+    """The model asked for; with none asked for, the one the index already uses.
+
+    The same weights at a new place (a moved checkpoint, the bundled model of another
+    installation) are the same model: the index carries on with them.
+    """
+    existing = catalog.model()
+    explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
+    if existing and not explicit:
+        return recorded_spec(*existing, catalog.weights())
+    spec = requested_spec(model, pretrained)
+    if existing and not reset and catalog.count() and not _same_weights(spec, catalog):
+        have = ModelSpec(*existing).describe()
+        raise ModelMismatchError(
+            f"{catalog.path.parent}: index was built with {have}, not {spec.describe()}",
+            hint="use another --index, or `clipcli index --reset` to re-embed everything",
+        )
+    return spec
+
+
+def _same_weights(spec: ModelSpec, catalog: Catalog) -> bool:
+    """Whether `spec` is the model the catalog's vectors were made with, wherever its file is."""
+    name, pretrained = catalog.model() or ("", None)
+    recorded = catalog.weights()
+    if spec.name != name:
+        return False
+    if spec.pretrained_is_file and recorded is not None:
+        return spec.weights_id == recorded
+    return spec.pretrained == pretrained
+
+
+def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:
+    files: dict[str, _FileStat] = {}
+    for root in roots:
+        for path in discover_images(root, include_hidden=include_hidden):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished since it was listed
+            files[str(path)] = _FileStat(str(path), stat.st_size, stat.st_mtime_ns)
+    return list(files.values())
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_under(path: str, roots: Sequence[Path]) -> bool:
+    return any(path.startswith(os.path.join(os.path.abspath(root), "")) for root in roots)
+
+
+def _plan(
+    files: list[_FileStat],
+    entries: dict[str, CatalogEntry],
+    roots: Sequence[Path],
+    catalog: Catalog,
+    progress: ProgressReporter,
+) -> _Plan:
+    plan = _Plan()
+    changed = []
+    unreadable = catalog.unreadable()
+    for file in files:
+        entry = entries.get(file.path)
+        bad = unreadable.get(file.path)
+        if entry and (entry.size, entry.mtime_ns) == (file.size, file.mtime_ns):
+            plan.unchanged += 1
+        elif bad and bad[:2] == (file.size, file.mtime_ns):
+            plan.known_bad.add(file.path)
+            plan.skipped.append(Skipped(file.path, bad[2]))
+        else:
+            changed.append(file)
+    hashes = _hash_all(changed, plan, progress)
+    present = {f.path for f in files}
+    gone = [
+        e
+        for p, e in entries.items()
+        if p not in present and (_is_under(p, roots) or not os.path.exists(p))
+    ]
+    gone_by_hash: dict[str, list[CatalogEntry]] = defaultdict(list)
+    for entry in gone:
+        gone_by_hash[entry.sha256].append(entry)
+    for file in changed:
+        sha = hashes.get(file.path)
+        if sha is None:
+            continue
+        entry = entries.get(file.path)
+        if entry and entry.sha256 == sha:
+            plan.unchanged += 1
+            plan.touched.append((entry.id, file.size, file.mtime_ns))
+        elif entry:
+            plan.replaced.add(file.path)
+            plan.to_encode.append((file, sha))
+        elif gone_by_hash.get(sha):
+            moved = gone_by_hash[sha].pop()
+            plan.moves.append((moved.id, file.path, file.size, file.mtime_ns))
+        elif (vector := catalog.embedding_for_hash(sha)) is not None:
+            plan.copies.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
+        else:
+            plan.to_encode.append((file, sha))
+    plan.removals = [e.id for entries_ in gone_by_hash.values() for e in entries_]
+    return plan
+
+
+def _hash_all(files: list[_FileStat], plan: _Plan, progress: ProgressReporter) -> dict[str, str]:
+    progress.phase("Checking", len(files))
+    hashes = {}
+    for file in files:
+        try:
+            hashes[file.path] = file_sha256(file.path)
+        except OSError as exc:
+            plan.skipped.append(Skipped(file.path, f"cannot read file ({exc.strerror or exc})"))
+        progress.advance(1)
+    return hashes
+
+
+def _load_for(encoder: _OnDemand, images: int, progress: ProgressReporter) -> ImageEncoder:
+    """The encoder for `images` images, loaded before the bar starts: its rate and ETA are the
+    encoding's."""
+    if encoder.loaded is None:
+        import_ahead("faiss")  # for the vector index at the end, while the images are embedded
+        progress.phase("Loading model", 1)  # a model's first run also prepares its fast path
+        encoder.load(images)
+        progress.advance(1)
+    return encoder.load(images)
+
+
+def _encode(
+    work: list[tuple[_FileStat, str]],
+    catalog: Catalog,
+    encoder: _OnDemand,
+    batch_size: int,
+    progress: ProgressReporter,
+) -> tuple[list[str], list[Skipped]]:
+    """Embed the files in batches, committing each batch: a kill loses at most the one in flight."""
+    if not work:
+        return [], []
+    by_path = {file.path: (file, sha) for file, sha in work}
+    encoded: list[str] = []
+    failed: list[Skipped] = []
+    model = _load_for(encoder, len(work), progress)
+    progress.phase("Embedding", len(work))
+    paths = [Path(file.path) for file, _ in work]
+    for batch in embed_files(model, paths, batch_size):
+        new = []
+        for path, vector in zip(batch.paths, batch.embeddings, strict=True):
+            file, sha = by_path[str(path)]
+            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
+        catalog.add(new)
+        bad = [(by_path[str(f.path)][0], f.reason) for f in batch.failures]
+        catalog.set_unreadable([(f.path, f.size, f.mtime_ns, reason) for f, reason in bad])
+        encoded += [image.path for image in new]
+        failed += [Skipped(f.path, reason) for f, reason in bad]
+        progress.advance(len(batch.paths) + len(batch.failures))
+    return encoded, failed

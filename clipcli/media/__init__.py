@@ -1,0 +1,1 @@
+"""The files users give: finding image files in folders, and decoding them robustly."""

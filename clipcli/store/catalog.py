@@ -1,0 +1,437 @@
+"""The SQLite catalog: the source of truth for what is indexed (paths, stats, hashes, vectors).
+
+Embeddings are stored as little-endian float32 BLOBs. Every change to the set of vectors or their
+paths bumps `generation`, so derived files (the FAISS index) can tell whether they are stale.
+
+Paths are stored as text when they are UTF-8, as nearly all are; a file name that is not (made
+on a system with another encoding: Python sees its odd bytes as lone surrogates) is stored as a
+BLOB of its exact bytes, so that it reads back as the very path the filesystem knows.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+
+import numpy as np
+
+from clipcli.errors import CatalogUnreadableError, ClipcliError
+from clipcli.vectors import from_blob, to_blob
+
+if TYPE_CHECKING:
+    from clipcli.vectors import Embeddings
+
+CATALOG_FILE = "catalog.sqlite3"
+
+# Numbered migrations: index i brings a catalog from schema version i to i + 1. Append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX images_sha256 ON images (sha256);
+    """,
+    # Files that failed to decode, so an unchanged bad file is not decoded again on every run.
+    """
+    CREATE TABLE unreadable (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    """,
+    # A random identity, so files derived from one catalog are never mistaken for another's.
+    """
+    INSERT INTO meta VALUES ('catalog_id', lower(hex(randomblob(16))));
+    """,
+    # The generation that last wrote each vector, so the FAISS index can catch up in place.
+    """
+    ALTER TABLE images ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX images_changed ON images (changed);
+    """,
+    # Paths that are not UTF-8 are stored as BLOBs of their bytes from here on. Versions before
+    # this one read every path as text, so the version bump makes them refuse such a catalog.
+    """
+    INSERT OR REPLACE INTO meta VALUES ('paths', 'UTF-8 text, else a BLOB of the raw bytes');
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# SQLite errors that mean a bug in the statement clipcli sent, not a problem with the file.
+_OUR_MISTAKES = (
+    sqlite3.IntegrityError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+    sqlite3.NotSupportedError,
+)
+DAMAGED_HINT = "move it away, then run `clipcli index` on your photo folders to rebuild it"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """What the catalog knows of one file, without its vector."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A file to add, with its embedding."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    embedding: Embeddings
+
+
+def path_value(path: str) -> str | bytes:
+    """How a path is stored: itself when it is UTF-8, else the bytes the filesystem holds."""
+    if isinstance(path, str) and not path.isascii():  # anything else is for SQLite to judge
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(path)
+    return path
+
+
+def path_from(value: str | bytes) -> str:
+    """A stored path as Python names the file (odd bytes as lone surrogates, as os.listdir)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def _unusable(path: Path, exc: sqlite3.DatabaseError) -> ClipcliError:
+    """One line for the user that names the catalog file and what is wrong with it."""
+    if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full, I/O error...
+        return CatalogUnreadableError(f"{path}: cannot use the catalog ({exc})")
+    return CatalogUnreadableError(
+        f"{path}: not a readable clipcli catalog (damaged: {exc})", hint=DAMAGED_HINT
+    )
+
+
+def _reported(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concatenate[Catalog, P], R]:
+    """SQLite's errors about the file (damage, locks, a full disk) as a CatalogUnreadableError;
+    a mistake in clipcli's own statements keeps its traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: Catalog, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except _OUR_MISTAKES:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from exc
+
+    return wrapper
+
+
+class Catalog:
+    """One index folder's catalog. Use as a context manager; writes are one transaction each.
+
+    `read_only` is for commands that only read (search): the file must exist, nothing is
+    migrated, and SQLite refuses any write. The connection is read-write at the file level
+    all the same: in WAL mode only such a connection, closing last, removes the -wal and -shm
+    files it opened, where a `mode=ro` one would leave them behind in the index folder.
+    """
+
+    schema_version: int
+
+    def __init__(self, folder: Path, *, read_only: bool = False) -> None:
+        self.path = folder / CATALOG_FILE
+        self.read_only = read_only
+        if not read_only:
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            if read_only:  # mode=rw: open the file that is there, never create one
+                uri = f"{Path(os.path.abspath(self.path)).as_uri()}?mode=rw"
+                self._db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+            else:
+                self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise _unusable(self.path, exc) from exc
+        try:
+            self._prepare()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._db.in_transaction:  # an upgrade no write needed: the catalog stays as it was
+            self._db.execute("ROLLBACK")
+        self._db.close()
+
+    @_reported
+    def _prepare(self) -> None:
+        if self.read_only:
+            self._db.execute("PRAGMA query_only = ON")
+            self.schema_version = self._checked_version()
+            return
+        # WAL lets searches read while an index run writes; the timeout rides out brief locks.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._migrate()
+
+    def _checked_version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise ClipcliError(
+                f"{self.path}: catalog schema {version} is newer than this clipcli understands",
+                hint="upgrade clipcli",
+            )
+        return version
+
+    @property
+    def is_blank(self) -> bool:
+        """Whether the file holds no catalog yet (an empty file, opened read-only)."""
+        return self.schema_version == 0
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date: a new catalog at once, an older one in a transaction
+        that only the first write commits.
+
+        A run that fails, or finds nothing to change, thus leaves an older catalog exactly as
+        it was, still readable by the clipcli version that wrote it. (A new catalog that a
+        failed run made is removed by the index run itself.)
+        """
+        version = self._checked_version()
+        if version < SCHEMA_VERSION:
+            self._db.execute("BEGIN IMMEDIATE")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[number]):
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version == 0:
+                self._db.execute("COMMIT")
+        self.schema_version = SCHEMA_VERSION
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    @_reported
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    @property
+    def catalog_id(self) -> str:
+        return self.get_meta("catalog_id") or ""
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    def _bump(self) -> None:
+        self._set_meta("generation", str(self.generation + 1))
+
+    @_reported
+    def model(self) -> tuple[str, str | None] | None:
+        """(model, pretrained) the vectors were made with, or None for a fresh catalog."""
+        name = self.get_meta("model")
+        return None if name is None else (name, self.get_meta("pretrained") or None)
+
+    @_reported
+    def weights(self) -> str | None:
+        """The content id of the checkpoint file the vectors were made with, if they were made
+        from one (catalogs of older clipcli versions do not record it)."""
+        return self.get_meta("weights") or None
+
+    @_reported
+    def set_model(self, name: str, pretrained: str | None, weights: str | None = None) -> None:
+        """Record the model: its name, its weights' tag or last path, their content id."""
+        with self._transaction():
+            self._set_meta("model", name)
+            self._set_meta("pretrained", pretrained or "")
+            self._set_meta("weights", weights or "")
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    @_reported
+    def entries(self) -> dict[str, CatalogEntry]:
+        rows = self._db.execute("SELECT id, path, size, mtime_ns, sha256 FROM images")
+        entries = (CatalogEntry(id_, path_from(path), *rest) for id_, path, *rest in rows)
+        return {entry.path: entry for entry in entries}
+
+    @_reported
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+    @_reported
+    def unreadable(self) -> dict[str, tuple[int, int, str]]:
+        """Files known not to decode: path -> (size, mtime_ns, reason)."""
+        rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM unreadable")
+        return {path_from(row[0]): (row[1], row[2], row[3]) for row in rows}
+
+    @_reported
+    def embedding_for_hash(self, sha256: str) -> Embeddings | None:
+        row = self._db.execute(
+            "SELECT embedding FROM images WHERE sha256 = ? LIMIT 1", (sha256,)
+        ).fetchone()
+        return from_blob(row[0]) if row else None
+
+    @_reported
+    def vectors(self, changed_after: int | None = None) -> tuple[np.ndarray, Embeddings]:
+        """(ids, embeddings) in id order: all of them, or those written after a generation."""
+        query, args = "SELECT id, embedding FROM images ORDER BY id", ()
+        if changed_after is not None:
+            query = "SELECT id, embedding FROM images WHERE changed > ? ORDER BY id"
+            args = (changed_after,)
+        rows = self._db.execute(query, args).fetchall()
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, np.stack([from_blob(r[1]) for r in rows])
+
+    @_reported
+    def ids(self) -> np.ndarray:
+        rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    @_reported
+    def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        # SQLite takes at most 999 parameters per statement in older builds, 32,766 in newer.
+        for start in range(0, len(ids), 999):
+            chunk = list(ids[start : start + 999])
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
+            found.update((id_, path_from(path)) for id_, path in rows)
+        return found
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    @_reported
+    def add(self, images: Iterable[NewImage]) -> None:
+        """Insert or replace by path, in one transaction: a killed run loses at most this batch."""
+        now = time.time()
+        rows = [
+            (path_value(i.path), i.size, i.mtime_ns, i.sha256, to_blob(i.embedding), now)
+            for i in images
+        ]
+        if not rows:
+            return
+        with self._transaction():
+            generation = self.generation + 1
+            self._db.executemany(
+                "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+                " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
+                " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
+                " changed = excluded.changed",
+                [(*row, generation) for row in rows],
+            )
+            self._set_meta("generation", str(generation))
+
+    @_reported
+    def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
+        """Give entries new paths and stats (id, path, size, mtime_ns), keeping their vectors."""
+        if not moves:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE images SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
+                [(path_value(path), size, mtime, id_) for id_, path, size, mtime in moves],
+            )
+            self._bump()
+
+    @_reported
+    def touch(self, stats: Sequence[tuple[int, int, int]]) -> None:
+        """Record new (id, size, mtime_ns) for files whose content did not change."""
+        if not stats:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?",
+                [(size, mtime, id_) for id_, size, mtime in stats],
+            )
+
+    @_reported
+    def set_unreadable(self, failures: Sequence[tuple[str, int, int, str]]) -> None:
+        """Remember (path, size, mtime_ns, reason) of files that did not decode."""
+        rows = [(path_value(path), *rest) for path, *rest in failures]
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?, ?)", rows)
+
+    @_reported
+    def forget_unreadable(self, keep: set[str]) -> None:
+        """Drop the records of unreadable files except those still present and still bad."""
+        stale = [(path_value(p),) for p in self.unreadable() if p not in keep]
+        with self._transaction():
+            self._db.executemany("DELETE FROM unreadable WHERE path = ?", stale)
+
+    @_reported
+    def remove(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        with self._transaction():
+            self._db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+            self._bump()
+
+    @_reported
+    def clear(self) -> None:
+        """Forget every image and the model (for --reset)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM images")
+            self._db.execute("DELETE FROM unreadable")
+            self._db.execute("DELETE FROM meta WHERE key IN ('model', 'pretrained', 'weights')")
+            self._bump()
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration script, split where SQLite says each one ends
+    (executescript would commit the upgrade's transaction)."""
+    statements, current = [], ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        if not self._db.in_transaction:  # else the schema upgrade is pending: commit it too
+            self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if not exc_type:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:  # SQLite itself ends it on some errors (a full disk)
+            self._db.execute("ROLLBACK")

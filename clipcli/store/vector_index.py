@@ -1,0 +1,262 @@
+"""The FAISS index: a cache of the catalog's vectors, kept up to date or rebuilt from SQLite.
+
+The file is stamped with the catalog (id and generation) it reflects. An index of an earlier
+generation catches up in place from the vectors the catalog wrote since; a stamp of another
+catalog or format, or a file FAISS cannot read, means rebuild. Nothing is lost by deleting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clipcli.store.catalog import Catalog
+
+if TYPE_CHECKING:
+    from clipcli.vectors import Embeddings
+
+INDEX_FILE = "vectors.faiss"
+# Exact search up to this many vectors: a flat scan of 200k 512-d vectors takes ~15 ms on two
+# laptop cores (bench/RESULTS.md), well inside an interactive budget, and needs no training.
+EXACT_LIMIT = 200_000
+STAMP_FILE = "vectors.json"
+# Stamps of other formats (or none) mean rebuild: before format 2 the catalog did not record
+# which generation wrote each vector, so an older index could not catch up in place.
+STAMP_FORMAT = 2
+
+Scores = npt.NDArray[np.float32]
+Ids = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A catalog id and its cosine similarity to the query."""
+
+    id: int
+    score: float
+
+
+def build(ids: np.ndarray, vectors: Embeddings, *, exact_limit: int = EXACT_LIMIT) -> Any:
+    """An inner-product index (cosine on unit vectors) keyed by catalog ids.
+
+    Up to `exact_limit` vectors a full scan is both exact and fast enough; beyond it an
+    inverted-file index with fp16 codes scans a few percent of the vectors in half the memory.
+    """
+    import faiss
+
+    dim = vectors.shape[1] if vectors.size else 1
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    if len(ids) <= exact_limit:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    else:
+        lists = ivf_lists(len(ids))
+        index = faiss.index_factory(dim, f"IVF{lists},SQfp16", faiss.METRIC_INNER_PRODUCT)
+        # 64 points per centroid and 10 k-means rounds: a 1M-vector index trains in about a
+        # minute on two cores, and the probes make up for slightly rougher lists.
+        index.cp.max_points_per_centroid = 64
+        index.cp.niter = 10
+        index.train(data)
+        index.nprobe = ivf_probes(lists)
+    if len(ids):
+        index.add_with_ids(data, ids)
+    return index
+
+
+def ivf_lists(count: int) -> int:
+    """About sqrt(N) lists: k-means stays quick to train and each list holds ~sqrt(N) vectors."""
+    return int(2 ** round(math.log2(max(count, 1) ** 0.5)))
+
+
+def ivf_probes(lists: int) -> int:
+    """Lists scanned per query; 1/16 of them kept recall@10 >= 0.95 on clustered data."""
+    return max(8, lists // 16)
+
+
+def save(folder: Path, index: Any, stamp: dict[str, Any]) -> None:
+    """Write index then stamp, each atomically, so a crash leaves an old or absent stamp."""
+    import faiss
+
+    tmp = folder / f".{INDEX_FILE}.tmp"
+    # Through a Python file rather than faiss's own path argument, which must be valid UTF-8:
+    # an index folder's name need not be.
+    with open(tmp, "wb") as handle:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
+    os.replace(tmp, folder / INDEX_FILE)
+    stamp_tmp = folder / f".{STAMP_FILE}.tmp"
+    stamp_tmp.write_text(json.dumps({**stamp, "count": int(index.ntotal)}))
+    os.replace(stamp_tmp, folder / STAMP_FILE)
+
+
+def _load_saved(folder: Path, catalog_id: str) -> tuple[Any, int] | None:
+    """The saved index of this catalog and the generation it reflects, if it reads back whole."""
+    import faiss
+
+    try:
+        stamp = json.loads((folder / STAMP_FILE).read_text())
+        if stamp.get("format") != STAMP_FORMAT or stamp.get("catalog") != catalog_id:
+            return None
+        with open(folder / INDEX_FILE, "rb") as handle:
+            index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return (index, int(stamp["generation"])) if index.ntotal == stamp.get("count") else None
+
+
+def refresh(folder: Path, catalog: Catalog) -> Any:
+    """The index for the catalog's current contents, brought up to date and saved if needed.
+
+    A saved index of an earlier generation catches up in place (the vectors written since are
+    replaced or added, the ones gone are removed), which at IVF sizes spares retraining the
+    lists; a new layout (Flat to IVF, or a list count the collection has outgrown), a new
+    vector size or an unreadable file means building from SQLite.
+    """
+    generation = catalog.generation
+    stamp = {"format": STAMP_FORMAT, "catalog": catalog.catalog_id, "generation": generation}
+    saved = _load_saved(folder, catalog.catalog_id)
+    if saved is not None and saved[1] == generation:
+        return saved[0]
+    index = _caught_up(*saved, catalog) if saved is not None else None
+    if index is None:
+        ids, vectors = catalog.vectors()
+        index = build(ids, vectors, exact_limit=EXACT_LIMIT)
+    # A read-only index folder still answers searches from the rebuilt index.
+    with contextlib.suppress(OSError):
+        save(folder, index, stamp)
+    return index
+
+
+def _caught_up(index: Any, generation: int, catalog: Catalog) -> Any | None:
+    """`index`, saved at `generation`, updated to the catalog's contents; None to rebuild."""
+    count = catalog.count()
+    if _layout(index) != _layout_for(count):
+        return None
+    ids, vectors = catalog.vectors(changed_after=generation)
+    if len(ids) and vectors.shape[1] != index.d:
+        return None
+    indexed = indexed_ids(index)
+    stale = ids[np.isin(ids, indexed)]  # replaced vectors
+    if index.ntotal + len(ids) - len(stale) != count:  # and some removed: find which
+        stale = np.union1d(stale, np.setdiff1d(indexed, catalog.ids()))
+    if len(stale):
+        index.remove_ids(stale)
+    if len(ids):
+        index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+    return index if index.ntotal == count else None
+
+
+def _layout_for(count: int) -> str:
+    return "flat" if count <= EXACT_LIMIT else f"ivf{ivf_lists(count)}"
+
+
+def _layout(index: Any) -> str:
+    import faiss
+
+    return "flat" if _is_exact(index) else f"ivf{faiss.extract_index_ivf(index).nlist}"
+
+
+def indexed_ids(index: Any) -> Ids:
+    """The catalog ids an index holds (any order)."""
+    import faiss
+
+    if _is_exact(index):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    lists = faiss.extract_index_ivf(index).invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+        for i in range(lists.nlist)
+        if lists.list_size(i)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+def search(index: Any, query: Embeddings, k: int, *, parts: int | None = None) -> list[Hit]:
+    """The k nearest vectors to one unit-length query, best first, equal scores by catalog id.
+
+    Copies of a photo share a vector, so ties are common; faiss keeps and lists tied vectors by
+    their place in the index, which changes with k (and with the order vectors were added). Here
+    every tie is ranked by id, so the hits for a larger k always begin with those for a smaller.
+    An exact index is scanned in `parts` slices side by side (default: one per OpenMP thread
+    faiss would use, so one per core unless OMP_NUM_THREADS says less), with the scores a
+    single IndexFlatIP scan computes.
+    """
+    k = min(k, index.ntotal)  # faiss allocates k results whether or not there are that many
+    if k < 1:
+        return []
+    row = np.asarray(query, dtype=np.float32).reshape(1, -1)
+    asked = min(k + 1, index.ntotal)  # one more, to see whether the k-th is tied with the next
+    while True:
+        scores, ids = _nearest(index, row, asked, parts)
+        # Vectors tied with the k-th may have been cut at the edge: ask until one scores lower.
+        if len(ids) < asked or asked == index.ntotal or scores[-1] < scores[k - 1]:
+            break
+        asked = min(2 * asked, index.ntotal)
+    best = np.lexsort((ids, -scores))[:k]
+    return [Hit(int(i), float(s)) for i, s in zip(ids[best], scores[best], strict=True)]
+
+
+def _nearest(index: Any, row: Embeddings, k: int, parts: int | None) -> tuple[Scores, Ids]:
+    """The scores and ids of the k best, best first; ties in whatever order faiss keeps them.
+
+    Fewer than k when an inverted-lists index finds fewer in the lists it probes.
+    """
+    if _is_exact(index):
+        return _exact_search(index, row, k, parts)
+    scores, ids = index.search(row, k)
+    found = ids[0] != -1
+    return scores[0][found], ids[0][found]
+
+
+def _is_exact(index: Any) -> bool:
+    import faiss
+
+    return isinstance(index, faiss.IndexIDMap2) and isinstance(
+        faiss.downcast_index(index.index), faiss.IndexFlatIP
+    )
+
+
+def _exact_search(index: Any, row: Embeddings, k: int, parts: int | None) -> tuple[Scores, Ids]:
+    """Scores and catalog ids of the k best vectors, each slice scanned on its own thread.
+
+    For one query faiss 1.15 already spreads the scan over its OpenMP threads, but through BLAS
+    products on blocks of 1,024 vectors: on two cores and 1M vectors that took ~150 ms, where
+    its plain SIMD scan on one thread took ~85 ms. Each slice here gets that plain scan on a
+    thread of its own (50-65 ms, bench/RESULTS.md), so the scores are the ones IndexFlatIP
+    computes whenever it scans on one thread, as it always does below 10,000 vectors.
+    """
+    import faiss
+
+    flat = faiss.downcast_index(index.index)
+    count, dim = index.ntotal, index.d
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), count * dim).reshape(count, dim)
+    parts = max(1, parts or faiss.omp_get_max_threads())
+    bounds = np.linspace(0, count, parts + 1).astype(np.int64)
+    slices = [slice(int(lo), int(hi)) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    # A worker set to one OpenMP thread keeps faiss on its plain scan; faiss releases the GIL.
+    with ThreadPoolExecutor(
+        len(slices), initializer=faiss.omp_set_num_threads, initargs=(1,)
+    ) as pool:
+        found = list(pool.map(lambda part: _scan(row, vectors[part], part.start, k), slices))
+    scores = np.concatenate([s for s, _ in found])
+    rows = np.concatenate([r for _, r in found])
+    kept = np.argsort(-scores, kind="stable")[:k]  # search() ranks the ties
+    labels = faiss.rev_swig_ptr(index.id_map.data(), count)
+    return scores[kept], labels[rows[kept]]
+
+
+def _scan(row: Embeddings, vectors: Embeddings, first_row: int, k: int) -> tuple[Scores, Ids]:
+    """The k best of `vectors` as (scores, rows counted from `first_row`)."""
+    import faiss
+
+    scores, rows = faiss.knn(row, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    found = rows[0] >= 0
+    return scores[0][found], rows[0][found] + first_row

@@ -1,0 +1,1 @@
+"""Zero-shot classification: prompt templates, label embeddings, and scoring."""
