@@ -399,3 +399,127 @@ def test_restore_keeps_ids_and_the_first_row_of_a_path(tmp_path: Path) -> None:
         )
         assert {e.id: e.sha256 for e in catalog.entries().values()} == {7: "a" * 64}
         assert catalog.generation == 1
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def indexed(cli, model_args: list[str], photo_folder: Path, tmp_path: Path) -> Path:
+    index = tmp_path / "index"
+    result = cli("index", photo_folder, "--index", index, *model_args)
+    assert result.exit_code == 0, result.stderr
+    return index
+
+
+def every_photo(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file())
+
+
+def search_all(cli, index: Path) -> list[str]:
+    result, hits = cli.json("search", QUERY, "--index", index, "--top-k", "50")
+    assert result.exit_code == 0, result.stderr
+    return sorted(hit["path"] for hit in hits)
+
+
+def damage_at(index: Path, offset: int) -> None:
+    """Noise over the 4 KiB at `offset` of the catalog file."""
+    assert (index / CATALOG_FILE).stat().st_size > offset + PAGE
+    noise = np.random.default_rng(8).integers(0, 256, PAGE, dtype=np.uint8).tobytes()
+    with open(index / CATALOG_FILE, "r+b") as handle:
+        handle.seek(offset)
+        handle.write(noise)
+
+
+# The first pages of the small test catalog: 8 KiB is the meta table's key index, which the
+# repair rebuilds from the table; 12 KiB is the one page of the images table.
+@pytest.mark.parametrize(("offset", "kept"), [(8192, 5), (12288, 0)], ids=["at-8k", "at-12k"])
+def test_repair_keeps_what_the_catalog_holds_and_embeds_what_it_lost_again(
+    cli, model_args: list[str], photo_folder: Path, indexed: Path, offset: int, kept: int
+) -> None:
+    damage_at(indexed, offset)
+    damaged = digest(indexed / CATALOG_FILE)
+    assert cli("search", QUERY, "--index", indexed).exit_code == 1  # damaged, as it says
+
+    result, report = cli.json("index", photo_folder, "--index", indexed, "--repair", *model_args)
+
+    assert result.exit_code == 0, result.stderr
+    repair = report["repaired"]
+    assert set(repair) == {"damaged", "kept", "lost", "lost_paths"}
+    assert (repair["kept"], repair["lost"]) == (kept, 5 - kept)
+    assert repair["lost_paths"] == every_photo(photo_folder)[: 5 - kept]
+    assert (report["added"], report["unchanged"], report["total"]) == (5 - kept, kept, 5)
+    assert digest(Path(repair["damaged"])) == damaged
+    assert Path(repair["damaged"]).parent == indexed
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(
+        f"warning: repaired the damaged catalog: kept {kept} photos, lost {5 - kept}"
+    )
+    assert lines[0].endswith(f"; the damaged file is kept as {repair['damaged']}")
+    assert search_all(cli, indexed) == every_photo(photo_folder)
+
+
+def test_repair_of_a_catalog_of_garbage_embeds_every_photo_again(
+    cli, model_args: list[str], photo_folder: Path, indexed: Path
+) -> None:
+    garbage_past_the_header(indexed)
+
+    result = cli("index", photo_folder, "--index", indexed, "--repair", *model_args)
+
+    assert result.exit_code == 0, result.stderr
+    assert "5 added" in result.stdout
+    assert result.stderr.startswith(
+        "warning: repaired the damaged catalog: kept 0 photos, lost an uncounted number;"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert search_all(cli, indexed) == every_photo(photo_folder)
+
+
+def test_repair_of_a_sound_catalog_is_a_plain_index_run(
+    cli, model_args: list[str], photo_folder: Path, indexed: Path
+) -> None:
+    before = snapshot(indexed)
+
+    result, report = cli.json("index", photo_folder, "--index", indexed, "--repair", *model_args)
+
+    assert result.exit_code == 0, result.stderr
+    assert "repaired" not in report
+    assert (report["unchanged"], report["total"]) == (5, 5)
+    assert result.stderr == ""
+    assert snapshot(indexed) == before
+
+
+def test_a_repair_that_fails_is_one_line_and_leaves_the_damaged_catalog_in_place(
+    cli,
+    model_args: list[str],
+    photo_folder: Path,
+    indexed: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    damage_at(indexed, 12288)
+    before = snapshot(indexed)
+    monkeypatch.setattr(catalog_repair.os, "replace", fail)
+
+    result = cli("index", photo_folder, "--index", indexed, "--repair", *model_args)
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["error: no space left on device"]
+    assert snapshot(indexed) == before
+
+
+def test_a_repair_is_reported_even_when_the_run_then_fails(
+    cli, photo_folder: Path, indexed: Path
+) -> None:
+    damage_at(indexed, 8192)
+
+    result = cli("index", photo_folder, "--index", indexed, "--repair", "--model", "clipcli-shapes")
+
+    assert result.exit_code == 2  # the index was built with other weights
+    warning, error = result.stderr.strip().splitlines()
+    assert warning.startswith("warning: repaired the damaged catalog: kept 5 photos, lost 0;")
+    assert error.startswith(f"error: {indexed}: index was built with")
+    kept = next(indexed.glob(f"{CATALOG_FILE}.damaged-*"))
+    assert warning.endswith(f"the damaged file is kept as {kept}")
+    assert len(search_all(cli, indexed)) == 5  # the repair stays done
