@@ -76,7 +76,11 @@ _OUR_MISTAKES = (
     sqlite3.DataError,
     sqlite3.NotSupportedError,
 )
-DAMAGED_HINT = "move it away, then run `clipcli index` on your photo folders to rebuild it"
+# Search only reads, so an index run does the repair; it keeps the damaged file next to the new one.
+DAMAGED_HINT = (
+    "run `clipcli index FOLDER --repair` (with the same --index, if any) to keep what it still"
+    " holds and embed the rest again"
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
