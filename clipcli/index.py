@@ -11,7 +11,7 @@ import hashlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +25,9 @@ from clipcli.models.names import ModelSpec, recorded_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import precision_choice
-from clipcli.store import index_folder, index_registry, vector_index
+from clipcli.store import catalog_repair, index_folder, index_registry, vector_index
 from clipcli.store.catalog import Catalog, CatalogEntry, NewImage
+from clipcli.store.catalog_repair import RepairReport
 
 HASH_CHUNK = 1 << 20
 
@@ -51,6 +52,7 @@ class IndexReport:
     skipped: list[Skipped] = field(default_factory=list)
     total: int = 0
     seconds: float = 0.0
+    repaired: RepairReport | None = None  # left out of --json when there was no repair
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,19 @@ def update_index(
     batch_size: int = 32,
     include_hidden: bool = False,
     reset: bool = False,
+    repair: bool = False,
     progress: ProgressReporter | None = None,
+    on_repair: Callable[[RepairReport], None] | None = None,
 ) -> IndexReport:
     """Index every image under `roots` into `folder`, doing only the work that changed.
 
     A run that fails before it stores a photo (weights that cannot load, an unknown model)
     leaves the index folder as it found it: nothing is written before the model has loaded,
     and index_folder.writing removes what the run made for nothing.
+
+    With `repair`, a damaged catalog is first replaced by what can still be read of it (see
+    catalog_repair); the run then embeds the photos it lost again. The repair stays done
+    whatever happens to the rest of the run, so `on_repair` hears of it at once.
     """
     started = time.perf_counter()
     for root in roots:
@@ -107,8 +115,13 @@ def update_index(
         reset,
         progress or NoProgress(),
     )
-    with index_folder.writing(folder), Catalog(folder) as catalog:
-        report = _bring_up_to_date(catalog, folder, job)
+    with index_folder.writing(folder):
+        repair_report = catalog_repair.repair_if_damaged(folder, job.progress) if repair else None
+        if repair_report is not None and on_repair is not None:
+            on_repair(repair_report)
+        with Catalog(folder) as catalog:
+            report = _bring_up_to_date(catalog, folder, job)
+    report.repaired = repair_report
     index_registry.register(folder)  # so that cleaning the caches keeps its model's export
     report.seconds = round(time.perf_counter() - started, 3)
     return report

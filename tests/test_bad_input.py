@@ -342,6 +342,12 @@ CASES = [
         "error: {tmp}/index/catalog.sqlite3: not a readable clipcli catalog (damaged:",
         id="index-catalog-damaged-at-8k",
     ),
+    case(
+        lambda s: ["index", s.photos(), "--index", s.damaged_catalog(), "--repair", "--reset"],
+        USAGE,
+        "error: --reset forgets the whole index, --repair keeps it; give one of them",
+        id="index-repair-and-reset",
+    ),
     # -- search -----------------------------------------------------------------------------
     case(
         lambda s: ["search", "", "--index", s.index()],

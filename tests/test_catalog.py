@@ -216,7 +216,7 @@ def test_a_catalog_damaged_at_8_kib_is_named_with_a_way_out(folder: Path) -> Non
 
     assert caught.value.message.startswith(f"{folder / CATALOG_FILE}: ")
     assert "damaged" in caught.value.message
-    assert "clipcli index" in (caught.value.hint or "")
+    assert "clipcli index FOLDER --repair" in (caught.value.hint or "")
     assert caught.value.exit_code == 1
 
 

@@ -692,7 +692,7 @@ def test_a_damaged_catalog_is_named_with_a_way_out_and_nothing_on_disk_changes(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"error: {index / CATALOG_FILE}: not a readable clipcli catalog")
-    assert "damaged" in lines[0] and "run `clipcli index`" in lines[0]
+    assert "damaged" in lines[0] and "run `clipcli index FOLDER --repair`" in lines[0]
     assert files_under(index) == before
 
 

@@ -299,12 +299,24 @@ def index(
     hidden: Annotated[
         bool, typer.Option("--hidden", help="Also index hidden files and folders.")
     ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="If the catalog is damaged, keep what it still holds in a new one (the "
+            "damaged file is kept next to it), then embed the photos it lost again.",
+        ),
+    ] = False,
 ) -> None:
     """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
     from clipcli.cli import render
     from clipcli.index import update_index
     from clipcli.settings import index_dir as resolve_index
 
+    if repair and reset:
+        raise UsageError(
+            "--reset forgets the whole index, --repair keeps it", hint="give one of them"
+        )
     with render.progress_for(stderr, enabled=not json_output) as progress:
         report = update_index(
             folders,
@@ -316,7 +328,11 @@ def index(
             batch_size=batch_size,
             include_hidden=hidden,
             reset=reset,
+            repair=repair,
             progress=progress,
+            # At once, with --json too: where the damaged file went is news even if the run
+            # then fails.
+            on_repair=lambda repair: print_warning(render.repair_warning(repair)),
         )
     if json_output:
         sys.stdout.write(render.to_json(render.index_report_json(report)) + "\n")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from clipcli.classify import Classification
     from clipcli.index import IndexReport
     from clipcli.search import SearchHit
+    from clipcli.store.catalog_repair import RepairReport
 
 
 class Format(str, Enum):
@@ -40,6 +41,7 @@ class Format(str, Enum):
 
 CLASSIFY_COLUMNS = ["path", "rank", "label", "score", "similarity", "error"]
 SEARCH_COLUMNS = ["rank", "path", "score"]
+LOST_NAMED = 3  # lost photos a repair names on stderr; --json lists every one
 
 
 def choose_format(asked: Format | None, json_flag: bool, stream: TextIO) -> Format:
@@ -83,7 +85,10 @@ def classifications_json(results: Sequence[Classification]) -> list[dict[str, An
 
 
 def index_report_json(report: IndexReport) -> dict[str, Any]:
-    return asdict(report)
+    data = asdict(report)
+    if report.repaired is None:
+        del data["repaired"]
+    return data
 
 
 def search_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
@@ -191,6 +196,20 @@ def index_summary(report: IndexReport) -> tuple[str, str]:
         f"{report.added} added, {report.updated} updated, {report.moved} moved, "
         f"{report.removed} removed, {report.unchanged} unchanged, "
         f"{len(report.skipped)} skipped in {report.seconds:.1f}s"
+    )
+
+
+def repair_warning(repaired: RepairReport) -> str:
+    """What a repair kept and lost, and where the damaged file is, as one line."""
+    lost = "an uncounted number" if repaired.lost is None else str(repaired.lost)
+    named = repaired.lost_paths[:LOST_NAMED]
+    if named:
+        more = len(repaired.lost_paths) - len(named)
+        lost += f" ({', '.join(named)}{f' and {more} more' if more else ''})"
+    noun = "photo" if repaired.kept == 1 else "photos"
+    return (
+        f"repaired the damaged catalog: kept {repaired.kept} {noun}, lost {lost}; the damaged"
+        f" file is kept as {repaired.damaged}"
     )
 
 

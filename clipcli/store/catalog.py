@@ -77,7 +77,11 @@ _OUR_MISTAKES = (
     sqlite3.DataError,
     sqlite3.NotSupportedError,
 )
-DAMAGED_HINT = "move it away, then run `clipcli index` on your photo folders to rebuild it"
+# Search only reads, so an index run does the repair; it keeps the damaged file next to the new one.
+DAMAGED_HINT = (
+    "run `clipcli index FOLDER --repair` (with the same --index, if any) to keep what it still"
+    " holds and embed the rest again"
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +96,19 @@ class CatalogEntry:
     size: int
     mtime_ns: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One row of the images table as stored, vector included: what a repair copies over."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    embedding: bytes
+    indexed_at: float
 
 
 @dataclass(frozen=True)
@@ -120,7 +137,7 @@ def path_from(value: str | bytes) -> str:
     return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
-def _unusable(path: Path, exc: sqlite3.DatabaseError) -> ClipcliError:
+def unusable(path: Path, exc: sqlite3.DatabaseError) -> ClipcliError:
     """One line for the user that names the catalog file and what is wrong with it."""
     if isinstance(exc, sqlite3.OperationalError):  # locked, read-only, disk full, I/O error...
         return CatalogUnreadableError(f"{path}: cannot use the catalog ({exc})")
@@ -140,7 +157,7 @@ def _reported(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concaten
         except _OUR_MISTAKES:
             raise
         except sqlite3.DatabaseError as exc:
-            raise _unusable(self.path, exc) from exc
+            raise unusable(self.path, exc) from exc
 
     return wrapper
 
@@ -168,7 +185,7 @@ class Catalog:
             else:
                 self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         except sqlite3.DatabaseError as exc:
-            raise _unusable(self.path, exc) from exc
+            raise unusable(self.path, exc) from exc
         try:
             self._prepare()
         except BaseException:
@@ -348,6 +365,29 @@ class Catalog:
                 " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
                 " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
                 " changed = excluded.changed",
+                [(*row, generation) for row in rows],
+            )
+            self._set_meta("generation", str(generation))
+
+    @_reported
+    def restore(self, images: Sequence[StoredImage]) -> None:
+        """Insert rows copied from another catalog, ids included, in one transaction.
+
+        A path that is here already keeps the row that came first: two rows of one catalog
+        share a path only when damage changed one of them, and which one cannot be told.
+        """
+        rows = [
+            (i.id, path_value(i.path), i.size, i.mtime_ns, i.sha256, i.embedding, i.indexed_at)
+            for i in images
+        ]
+        if not rows:
+            return
+        with self._transaction():
+            generation = self.generation + 1
+            self._db.executemany(
+                "INSERT OR IGNORE INTO images"
+                " (id, path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*row, generation) for row in rows],
             )
             self._set_meta("generation", str(generation))
