@@ -190,11 +190,8 @@ def _clean_text_cache(report: CleanReport, uses: _Uses, stale: set[str], everyth
         return
     before = path.stat().st_size
     try:
-        cache = TextEmbeddingCache(path)
-        try:
+        with TextEmbeddingCache(path) as cache:
             report.text_rows = cache.forget(unwanted)
-        finally:
-            cache.close()
     except sqlite3.Error as exc:  # locked by a long classify run, say: try again later
         report.skipped.append(NotRemoved(str(path), f"cannot change it ({exc})"))
         return
@@ -217,10 +214,7 @@ def _text_rows(path: Path) -> dict[str, tuple[int, int]]:
     if not path.is_file():
         return {}
     try:
-        cache = TextEmbeddingCache(path)
-        try:
+        with TextEmbeddingCache(path) as cache:
             return cache.models()
-        finally:
-            cache.close()
     except sqlite3.Error:  # damaged or locked: nothing can be said of it, nor removed from it
         return {}

@@ -56,8 +56,7 @@ def classify_paths(
         return notes  # nothing to classify, so no model to load
     progress = progress or NoProgress()
     spec = requested_spec(model, pretrained)
-    cache = TextEmbeddingCache.default()
-    try:
+    with TextEmbeddingCache.default() as cache:
         progress.phase("Loading model", 1)  # the first run of a model also prepares its fast path
         # Labels that are not cached need the whole model: then its image side is loaded with
         # it (torch's start-up is paid anyway), instead of an exported tower beside it.
@@ -68,8 +67,6 @@ def classify_paths(
         progress.advance(1)
         text_side = _TextOnDemand(spec, full_model(encoder, spec, device, chosen))
         text = label_embeddings(text_side, labels, templates, cache, progress)
-    finally:
-        cache.close()
     results: dict[Path, Classification] = {}
     progress.phase("Classifying", len(files))
     for batch in embed_files(encoder, files, batch_size):

@@ -24,9 +24,17 @@ from clipcli.media.images import discover_images
 from clipcli.models.names import ModelSpec, recorded_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.settings import precision_choice
+from clipcli.settings import model_from_environment, precision_choice
 from clipcli.store import catalog_repair, index_folder, index_registry, vector_index
-from clipcli.store.catalog import Catalog, CatalogEntry, NewImage
+from clipcli.store.catalog import (
+    Catalog,
+    CatalogEntry,
+    Move,
+    NewImage,
+    RecordedModel,
+    Touch,
+    UnreadableFile,
+)
 from clipcli.store.catalog_repair import RepairReport
 
 HASH_CHUNK = 1 << 20
@@ -65,8 +73,8 @@ class _FileStat:
 @dataclass
 class _Plan:
     unchanged: int = 0
-    touched: list[tuple[int, int, int]] = field(default_factory=list)
-    moves: list[tuple[int, str, int, int]] = field(default_factory=list)
+    touched: list[Touch] = field(default_factory=list)
+    moves: list[Move] = field(default_factory=list)
     removals: list[int] = field(default_factory=list)
     copies: list[NewImage] = field(default_factory=list)
     to_encode: list[tuple[_FileStat, str]] = field(default_factory=list)  # (file, sha256)
@@ -155,7 +163,8 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress)
     if plan.to_encode:  # before the first write: a model that cannot load changes nothing
         _load_for(encoder, len(plan.to_encode), job.progress)
-    if (catalog.model(), catalog.weights()) != ((spec.name, spec.pretrained), spec.weights_id):
+    recorded = (RecordedModel(spec.name, spec.pretrained), spec.weights_id)
+    if (catalog.model(), catalog.weights()) != recorded:
         catalog.set_model(spec.name, spec.pretrained, spec.weights_id)
     report = IndexReport(index=str(folder), model=spec.name)
     _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
@@ -222,7 +231,7 @@ def _choose_model(
     installation) are the same model: the index carries on with them.
     """
     existing = catalog.model()
-    explicit = model is not None or pretrained is not None or os.environ.get("CLIPCLI_MODEL")
+    explicit = model is not None or pretrained is not None or model_from_environment()
     if existing and not explicit:
         return recorded_spec(*existing, catalog.weights())
     spec = requested_spec(model, pretrained)
@@ -237,7 +246,7 @@ def _choose_model(
 
 def _same_weights(spec: ModelSpec, catalog: Catalog) -> bool:
     """Whether `spec` is the model the catalog's vectors were made with, wherever its file is."""
-    name, pretrained = catalog.model() or ("", None)
+    name, pretrained = catalog.model() or RecordedModel("", None)
     recorded = catalog.weights()
     if spec.name != name:
         return False
@@ -307,13 +316,13 @@ def _plan(
         entry = entries.get(file.path)
         if entry and entry.sha256 == sha:
             plan.unchanged += 1
-            plan.touched.append((entry.id, file.size, file.mtime_ns))
+            plan.touched.append(Touch(entry.id, file.size, file.mtime_ns))
         elif entry:
             plan.replaced.add(file.path)
             plan.to_encode.append((file, sha))
         elif gone_by_hash.get(sha):
             moved = gone_by_hash[sha].pop()
-            plan.moves.append((moved.id, file.path, file.size, file.mtime_ns))
+            plan.moves.append(Move(moved.id, file.path, file.size, file.mtime_ns))
         elif (vector := catalog.embedding_for_hash(sha)) is not None:
             plan.copies.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
         else:
@@ -368,7 +377,9 @@ def _encode(
             new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
         catalog.add(new)
         bad = [(by_path[str(f.path)][0], f.reason) for f in batch.failures]
-        catalog.set_unreadable([(f.path, f.size, f.mtime_ns, reason) for f, reason in bad])
+        catalog.set_unreadable(
+            [UnreadableFile(f.path, f.size, f.mtime_ns, reason) for f, reason in bad]
+        )
         encoded += [image.path for image in new]
         failed += [Skipped(f.path, reason) for f, reason in bad]
         progress.advance(len(batch.paths) + len(batch.failures))

@@ -133,14 +133,11 @@ def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device:
 def _cached_text(
     spec: ModelSpec, query: str, device: str, model: Callable[[], Encoder]
 ) -> Embeddings:
-    cache = TextEmbeddingCache.default()
-    try:
+    with TextEmbeddingCache.default() as cache:
         cached = cache.get(spec.fingerprint, RAW_QUERY, [query]).get(query)
         if cached is None:
             cached = _embed_text(spec, query, device, model)
             cache.put(spec.fingerprint, RAW_QUERY, {query: cached})
-    finally:
-        cache.close()
     return cached
 
 

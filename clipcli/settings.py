@@ -104,6 +104,16 @@ def precision_choice(precision: str | None) -> str:
     return from_env or "auto"
 
 
+def model_from_environment() -> bool:
+    """Whether CLIPCLI_MODEL names a model: a choice as explicit as --model."""
+    return bool(os.environ.get(ENV_MODEL))
+
+
+def hub_offline() -> bool:
+    """Whether the user told the Hugging Face hub client to stay offline (HF_HUB_OFFLINE)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
 def model_choice(model: str | None, pretrained: str | None) -> tuple[str, str | None]:
     """The (model, pretrained) the user asked for, before any default weights are filled in.
 

@@ -8,9 +8,9 @@ import pytest
 from conftest import make_image
 
 from clipcli.encoders import batching
-from clipcli.encoders import torch_clip as encoder_module
 from clipcli.encoders.choose import load_encoder
 from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableError
+from clipcli.models import weights
 from clipcli.models.names import BUNDLED_WEIGHTS, ModelSpec, resolve_model_spec
 from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED, model_choice
 
@@ -55,7 +55,7 @@ def test_checkpoint_paths_become_absolute(random_checkpoint, monkeypatch):
 
 def test_unavailable_weights_fail_fast_with_a_fix(monkeypatch, tmp_path):
     """No network and an empty cache: one message saying what was tried and how to fix it."""
-    monkeypatch.setattr(encoder_module, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(weights, "_reachable", lambda *a, **k: False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     import huggingface_hub.constants as hub
 
@@ -70,7 +70,7 @@ def test_unavailable_weights_fail_fast_with_a_fix(monkeypatch, tmp_path):
 
 
 def test_cli_reports_unavailable_weights_as_one_line_exit_1(cli, monkeypatch, tmp_path):
-    monkeypatch.setattr(encoder_module, "_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(weights, "_reachable", lambda *a, **k: False)
     import huggingface_hub.constants as hub
 
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
@@ -172,3 +172,30 @@ def test_decoding_runs_ahead_of_the_model_by_at_most_the_byte_budget(
         time.sleep(0.05)  # the decoding threads do all they were given
         # the batch just embedded and `lookahead` more were prepared, never further
         assert encoder.prepared == min(len(paths), (i + 1 + lookahead) * batch_size)
+
+
+def test_weights_that_are_not_cached_nor_reachable_are_told_by_the_exception_type():
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    spec = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+    try:
+        try:
+            raise LocalEntryNotFoundError("entry not found")
+        except LocalEntryNotFoundError as hub_error:
+            raise RuntimeError("weights for tag 'laion2b_s34b_b79k' failed") from hub_error
+    except RuntimeError as wrapped:
+        message = weights.load_failure(spec, wrapped).message
+
+    assert "they are not in the local cache" in message
+
+
+def test_a_load_failure_whose_message_only_mentions_a_cache_is_reported_as_it_is():
+    spec = ModelSpec("ViT-B-32", "laion2b_s34b_b79k")
+    failure = RuntimeError("size mismatch for the attention cache of layer 3")
+
+    message = weights.load_failure(spec, failure).message
+
+    assert (
+        message
+        == f"cannot load {spec.describe()}: size mismatch for the attention cache of layer 3"
+    )

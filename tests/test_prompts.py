@@ -150,3 +150,49 @@ def test_an_interrupted_label_run_keeps_the_labels_it_finished(encoder, tmp_path
         label_embeddings(encoder, labels, templates, cache, progress)
     assert progress.phases["Embedding labels"] == [7, 6]
     assert sorted(cache.get(encoder.spec.fingerprint, templates.digest, labels)) == labels[:6]
+
+
+def test_a_text_cache_made_before_its_schema_was_numbered_is_adopted_with_its_rows(tmp_path):
+    import sqlite3
+
+    from clipcli.store.text_cache import SCHEMA_VERSION, TextEmbeddingCache
+
+    path = tmp_path / "text.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE label_embeddings (model TEXT NOT NULL, templates TEXT NOT NULL, label TEXT"
+        " NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (model, templates, label))"
+    )
+    db.execute("INSERT INTO label_embeddings VALUES ('m', 't', 'cat', ?)", (b"\0\0\x80?",))
+    db.commit()
+    db.close()
+
+    with TextEmbeddingCache(path) as cache:
+        assert cache.get("m", "t", ["cat"])["cat"].tolist() == [1.0]
+
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+
+
+def test_a_text_cache_of_a_newer_schema_is_left_unread_and_unchanged(tmp_path):
+    import sqlite3
+
+    import numpy as np
+
+    from clipcli.store.text_cache import SCHEMA_VERSION, TextEmbeddingCache
+
+    path = tmp_path / "text.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE other (x)")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+
+    with TextEmbeddingCache(path) as cache:
+        assert cache.missing("m", "t", ["cat"]) == ["cat"]
+        cache.put("m", "t", {"cat": np.ones(2, dtype=np.float32)})  # kept for this run only
+        assert cache.missing("m", "t", ["cat"]) == []
+
+    assert path.read_bytes() == before

@@ -10,7 +10,6 @@ little faster per image; a library of thousands goes through whichever is fastes
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from clipcli.errors import UsageError
 from clipcli.models.device import accelerator_possible, cpu_has_bf16, pick_device
 from clipcli.models.names import ModelSpec, resolve_model_spec, spec_without_open_clip
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.settings import ENV_MODEL, PRECISIONS, model_choice
+from clipcli.settings import PRECISIONS, model_choice, model_from_environment
 
 if TYPE_CHECKING:
     from clipcli.encoders.onnx_image import ExportedImageEncoder
@@ -230,5 +229,5 @@ def requested_spec(model: str | None, pretrained: str | None) -> ModelSpec:
     """The model and weights --model and --pretrained ask for (None: not given), checked, with
     the environment and the defaults filling in what they leave out."""
     name, weights = model_choice(model, pretrained)
-    defaulted = model is None and not os.environ.get(ENV_MODEL)
+    defaulted = model is None and not model_from_environment()
     return resolve_exported_spec(name, weights, default_model=defaulted)

@@ -6,27 +6,20 @@ seconds, and `--help` or a bad argument should answer at once.
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import numpy as np
 
-from clipcli.errors import WeightsUnavailableError
-from clipcli.models import checkpoints
 from clipcli.models.names import (
-    HF_HUB_PREFIX,
     ModelSpec,
     checked_weights_file,
     open_clip_registry,
     torch_import_seconds,
 )
+from clipcli.models.weights import load_failure, offline_unless_reachable, quiet_hub_logging
 from clipcli.vectors import Embeddings
 
 if TYPE_CHECKING:
@@ -89,14 +82,14 @@ def load(spec: ModelSpec, device: str) -> Encoder:
     started = time.perf_counter()
     if spec.pretrained_is_file:
         checked_weights_file(spec)
-    with _quiet_hub_logging(), _offline_unless_reachable(spec):
+    with quiet_hub_logging(), offline_unless_reachable(spec):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.name, pretrained=spec.pretrained, device=device
             )
             tokenizer = open_clip.get_tokenizer(spec.name)
         except Exception as exc:  # torch, pickle and the hub client each raise their own types
-            raise _load_failure(spec, exc) from exc
+            raise load_failure(spec, exc) from exc
     model.eval()
     scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     encoder = Encoder(spec, model, preprocess, tokenizer, device, scale)
@@ -106,72 +99,3 @@ def load(spec: ModelSpec, device: str) -> Encoder:
     if imported is not None:  # this process started without torch: the whole start-up is known
         encoder.cold_start_s = imported + time.perf_counter() - started
     return encoder
-
-
-def _load_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:
-    """One line that says which weights failed and why, whatever library raised."""
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if spec.pretrained_is_file:
-        return checkpoints.load_failure(spec.pretrained or "", spec.name, exc)
-    text = str(exc).lower()
-    if "download" in text or "offline" in text or "connection" in text or "cache" in text:
-        return _weights_unavailable(spec)
-    return WeightsUnavailableError(f"cannot load {spec.describe()}: {first_line}")
-
-
-def _weights_unavailable(spec: ModelSpec) -> WeightsUnavailableError:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    why = "HF_HUB_OFFLINE is set" if offline else "the model hub could not be reached"
-    return WeightsUnavailableError(
-        f"cannot load weights for {spec.describe()}: they are not in the local cache "
-        f"(Hugging Face hub cache, ~/.cache/clip) and {why}",
-        hint="run once with network access to cache them, or pass --pretrained /path/to/weights.pt",
-    )
-
-
-@contextmanager
-def _quiet_hub_logging() -> Iterator[None]:
-    """open_clip and huggingface_hub log retries and failures; clipcli reports them itself."""
-    loggers = [logging.getLogger(), logging.getLogger("huggingface_hub")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-@contextmanager
-def _offline_unless_reachable(spec: ModelSpec) -> Iterator[None]:
-    """Use the hub cache only when the hub cannot be reached.
-
-    Without a network, huggingface_hub retries with back-off for about a minute before failing;
-    one quick connection attempt tells us to go straight to the cache instead.
-    """
-    needs_hub = spec.name.startswith(HF_HUB_PREFIX) or (
-        spec.pretrained is not None and not spec.pretrained_is_file
-    )
-    if not needs_hub:
-        yield
-        return
-    from huggingface_hub import constants
-
-    previous = constants.HF_HUB_OFFLINE
-    if not previous and not _reachable(constants.ENDPOINT):
-        constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = previous
-
-
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -109,6 +109,47 @@ class StoredImage:
     sha256: str
     embedding: bytes
     indexed_at: float
+
+
+class RecordedModel(NamedTuple):
+    """The model a catalog's vectors were made with: its name, and its weights' tag or last
+    path."""
+
+    name: str
+    pretrained: str | None
+
+
+class Unreadable(NamedTuple):
+    """What the catalog remembers of a file that did not decode, so it is not tried again
+    until it changes."""
+
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+class UnreadableFile(NamedTuple):
+    path: str
+    size: int
+    mtime_ns: int
+    reason: str
+
+
+class Move(NamedTuple):
+    """An entry's new path and stats: its vector stays."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+
+
+class Touch(NamedTuple):
+    """An entry's new stats, its content unchanged."""
+
+    id: int
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -269,10 +310,10 @@ class Catalog:
         self._set_meta("generation", str(self.generation + 1))
 
     @_reported
-    def model(self) -> tuple[str, str | None] | None:
-        """(model, pretrained) the vectors were made with, or None for a fresh catalog."""
+    def model(self) -> RecordedModel | None:
+        """The model the vectors were made with, or None for a fresh catalog."""
         name = self.get_meta("model")
-        return None if name is None else (name, self.get_meta("pretrained") or None)
+        return None if name is None else RecordedModel(name, self.get_meta("pretrained") or None)
 
     @_reported
     def weights(self) -> str | None:
@@ -301,10 +342,10 @@ class Catalog:
         return int(self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0])
 
     @_reported
-    def unreadable(self) -> dict[str, tuple[int, int, str]]:
-        """Files known not to decode: path -> (size, mtime_ns, reason)."""
+    def unreadable(self) -> dict[str, Unreadable]:
+        """Files known not to decode, by path."""
         rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM unreadable")
-        return {path_from(row[0]): (row[1], row[2], row[3]) for row in rows}
+        return {path_from(path): Unreadable(*rest) for path, *rest in rows}
 
     @_reported
     def embedding_for_hash(self, sha256: str) -> Embeddings | None:
@@ -393,8 +434,8 @@ class Catalog:
             self._set_meta("generation", str(generation))
 
     @_reported
-    def move(self, moves: Sequence[tuple[int, str, int, int]]) -> None:
-        """Give entries new paths and stats (id, path, size, mtime_ns), keeping their vectors."""
+    def move(self, moves: Sequence[Move]) -> None:
+        """Give entries new paths and stats, keeping their vectors."""
         if not moves:
             return
         with self._transaction():
@@ -405,8 +446,8 @@ class Catalog:
             self._bump()
 
     @_reported
-    def touch(self, stats: Sequence[tuple[int, int, int]]) -> None:
-        """Record new (id, size, mtime_ns) for files whose content did not change."""
+    def touch(self, stats: Sequence[Touch]) -> None:
+        """Record new stats for files whose content did not change."""
         if not stats:
             return
         with self._transaction():
@@ -416,8 +457,8 @@ class Catalog:
             )
 
     @_reported
-    def set_unreadable(self, failures: Sequence[tuple[str, int, int, str]]) -> None:
-        """Remember (path, size, mtime_ns, reason) of files that did not decode."""
+    def set_unreadable(self, failures: Sequence[UnreadableFile]) -> None:
+        """Remember the files that did not decode, with their stats and why."""
         rows = [(path_value(path), *rest) for path, *rest in failures]
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO unreadable VALUES (?, ?, ?, ?)", rows)

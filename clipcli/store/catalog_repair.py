@@ -38,6 +38,7 @@ from clipcli.store.catalog import (
     SCHEMA_VERSION,
     Catalog,
     StoredImage,
+    UnreadableFile,
     path_from,
     unusable,
 )
@@ -409,7 +410,7 @@ def _copy_unreadable(db: sqlite3.Connection, new: Catalog, version: int) -> None
     for rows in _read_rows(db, "unreadable", UNREADABLE_COLUMNS, *bounds, ids):
         new.set_unreadable(
             [
-                (path_from(path), size, mtime_ns, reason)
+                UnreadableFile(path_from(path), size, mtime_ns, reason)
                 for _, path, size, mtime_ns, reason in rows
                 if _readable_path(path) is not None
                 and isinstance(size, int)

@@ -19,23 +19,56 @@ if TYPE_CHECKING:
 
 
 TEXT_CACHE_FILE = "text_embeddings.sqlite3"
-
-
+# Numbered migrations, as the catalog's: index i brings the cache from schema i to i + 1.
+# Append, never edit. The first one also adopts caches made before the schema had a number.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS label_embeddings (
+        model TEXT NOT NULL,
+        templates TEXT NOT NULL,
+        label TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        PRIMARY KEY (model, templates, label)
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
 # The cache key standing for "no template": search queries are embedded as typed.
 RAW_QUERY = "raw-query"
 
 
 class TextEmbeddingCache:
-    """Text embeddings on disk, keyed by model fingerprint, template digest and text."""
+    """Text embeddings on disk, keyed by model fingerprint, template digest and text.
+
+    Use as a context manager. A cache of a newer schema than this clipcli knows is left as it
+    is, unread: this run keeps its embeddings in memory instead (it is only a cache).
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=30)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS label_embeddings (model TEXT NOT NULL, templates TEXT NOT"
-            " NULL, label TEXT NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (model, templates,"
-            " label))"
-        )
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __enter__(self) -> TextEmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:  # a newer clipcli's: left to it, and a fresh one in memory
+            self._db.close()
+            self._db = sqlite3.connect(":memory:")
+            version = 0
+        for number in range(version, SCHEMA_VERSION):
+            self._db.executescript(
+                f"BEGIN; {MIGRATIONS[number]} PRAGMA user_version = {number + 1}; COMMIT;"
+            )
 
     def get(self, model: str, templates: str, labels: Sequence[str]) -> dict[str, Embeddings]:
         found: dict[str, Embeddings] = {}
