@@ -279,7 +279,7 @@ def bench_precisions(photos: list[Path], checkpoint: Path, batch: int) -> list[R
 
     from clipcli.encoders.choose import load_encoder
     from clipcli.errors import UsageError
-    from clipcli.media.images import load_image
+    from clipcli.media.decode import load_image
     from clipcli.models.names import ModelSpec
 
     spec = ModelSpec(MODEL, str(checkpoint))

@@ -10,7 +10,8 @@ from clipcli.encoders.batching import embed_files
 from clipcli.encoders.choose import full_model, load_encoder, load_image_encoder, requested_spec
 from clipcli.encoders.protocols import ImageEncoder
 from clipcli.encoders.torch_clip import Encoder
-from clipcli.media.images import ImageDecodeError, expand_paths
+from clipcli.media.decode import ImageDecodeError
+from clipcli.media.discover import expand_paths
 from clipcli.models.names import ModelSpec
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import precision_choice

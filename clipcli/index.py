@@ -20,7 +20,7 @@ from clipcli.encoders.batching import embed_files
 from clipcli.encoders.choose import load_image_encoder, requested_spec
 from clipcli.encoders.protocols import ImageEncoder
 from clipcli.errors import ModelMismatchError, UsageError
-from clipcli.media.images import discover_images
+from clipcli.media.discover import discover_images
 from clipcli.models.names import ModelSpec, recorded_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter

@@ -11,13 +11,8 @@ import pytest
 from PIL import Image, features
 
 from clipcli.errors import ClipcliError
-from clipcli.media.images import (
-    IMAGE_EXTENSIONS,
-    ImageDecodeError,
-    discover_images,
-    expand_paths,
-    load_image,
-)
+from clipcli.media.decode import ImageDecodeError, load_image
+from clipcli.media.discover import IMAGE_EXTENSIONS, discover_images, expand_paths
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)

@@ -155,16 +155,16 @@ def search_paths(cli, index: Path):
 @pytest.fixture
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every path the encoder decodes from now on: a file not listed here was not re-encoded."""
-    from clipcli.media import images
+    from clipcli.media import decode
 
     seen: list[str] = []
-    real = images.load_image
+    real = decode.load_image
 
     def recording(path: Path, *args: Any, **kwargs: Any) -> Image.Image:
         seen.append(str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(images, "load_image", recording)
+    monkeypatch.setattr(decode, "load_image", recording)
     return seen
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from clipcli.encoders.choose import load_encoder
-from clipcli.media.images import load_image
+from clipcli.media.decode import load_image
 from clipcli.models.names import BUNDLED_WEIGHTS, ModelSpec
 from clipcli.shapes import COLOURS, SHAPES, ShapeSpec, draw_shape, write_sample_folder
 

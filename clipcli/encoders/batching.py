@@ -20,7 +20,7 @@ from clipcli.encoders.protocols import ImageEncoder
 from clipcli.vectors import Embeddings
 
 if TYPE_CHECKING:
-    from clipcli.media.images import ImageDecodeError
+    from clipcli.media.decode import ImageDecodeError
 
 
 # Decoded, preprocessed pixels waiting for the model, at most (one batch always may).
@@ -40,7 +40,7 @@ def embed_files(
     encoder: ImageEncoder, paths: Sequence[Path], batch_size: int, workers: int | None = None
 ) -> Iterator[EmbeddedBatch]:
     """Decode and preprocess in threads while the model encodes the previous batch."""
-    from clipcli.media.images import ImageDecodeError, load_image  # Pillow: not for text searches
+    from clipcli.media.decode import ImageDecodeError, load_image  # Pillow: not for text searches
 
     workers = workers or min(4, os.cpu_count() or 1)
 
