@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from clipcli.cli.app import app
 from clipcli.store.catalog import CATALOG_FILE
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 USAGE, RUNTIME = 2, 1
 NOT_UTF8 = os.fsdecode(b"latin1-\xe9.jpg")  # a name from a system with another encoding
 TOO_LONG = "x" * 300  # longer than any file system lets one name be (255 bytes)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from clipcli.cli.app import app
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 # Each hostile file name, and how plain, tsv and --paths-only write it.
 LONG = "l" * 246 + ".png"  # 250 characters, near the 255 bytes a name may have
