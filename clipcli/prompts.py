@@ -63,10 +63,10 @@ def template_names() -> list[str]:
 def load_templates(name_or_path: str) -> TemplateSet:
     """A template set by name (a file in prompts/) or from a file path."""
     path = Path(name_or_path)
-    if not path.is_file():
+    if not _is_file(path, name_or_path):
         for folder in PROMPT_DIRS:
             candidate = folder / f"{name_or_path}{TEMPLATE_SUFFIX}"
-            if candidate.is_file():
+            if _is_file(candidate, name_or_path):
                 path = candidate
                 break
         else:
@@ -75,6 +75,17 @@ def load_templates(name_or_path: str) -> TemplateSet:
                 hint=f"use one of {', '.join(template_names())} or a file path",
             )
     return TemplateSet(path.stem, parse_template_file(path))
+
+
+def _is_file(path: Path, name_or_path: str) -> bool:
+    # is_file() answers False only for names that do not exist; a name too long for the file
+    # system, or a folder on the way that cannot be searched, raises instead.
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise UsageError(
+            f"{name_or_path}: cannot read template file ({exc.strerror or exc})"
+        ) from None
 
 
 def parse_template_file(path: Path) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clipcli.errors import IndexMissingError, UsageError
-from clipcli.prompts import TemplateSet, load_templates, parse_labels
+from clipcli.prompts import TemplateSet, load_templates, parse_labels, template_names
 from clipcli.searcher import search_index
 
 # Reproducible: the same examples on every run and machine, and no example database written
@@ -260,6 +260,29 @@ def test_a_template_line_without_exactly_one_placeholder_is_refused_naming_its_l
     with written("\n".join(lines).encode()) as path, pytest.raises(UsageError) as refused:
         load_templates(str(path))
     assert refused.value.message.startswith(f"{path}:{number + 1}: a template needs exactly one")
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        st.sampled_from(template_names()),
+        argument_text(),
+        # Longer than a file system lets one name be (255 bytes), as a mistyped argument can be.
+        argument_text(min_size=256, max_size=300),
+        st.lists(argument_text(max_size=8), min_size=2, max_size=4).map("/".join),
+    )
+)
+def test_any_templates_argument_gives_a_template_set_or_a_usage_error(name: str) -> None:
+    """Whatever --templates is given, it names a template set or file, or it is a usage error
+    that says which argument is wrong; nothing the system says about the name (too long, not a
+    folder) escapes as an exception of its own."""
+    try:
+        found = load_templates(name)
+    except UsageError as refused:
+        assert name in refused.message
+        return
+    assert found.templates
+    assert all(template.count("{}") == 1 for template in found.templates)
 
 
 # -- search queries --------------------------------------------------------------------------
