@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from clipcli.errors import IndexMissingError, UsageError
 from clipcli.prompts import TemplateSet, load_templates, parse_labels, template_names
 from clipcli.searcher import search_index
+from clipcli.tokenizer import FastTokenizer
 
 # Reproducible: the same examples on every run and machine, and no example database written
 # into the checkout. The autouse home fixture is shared by a test's examples, which is fine:
@@ -310,3 +312,36 @@ def test_a_query_with_anything_but_white_space_is_searched_for(query: str, tmp_p
     undecodable byte) is taken: the search goes on to open the index, which here is missing."""
     with pytest.raises(IndexMissingError):
         search_index(tmp_path / "no-index", query)
+
+
+# Pieces of HTML character references: open_clip unescapes a query's HTML, more than once.
+HTML_PIECES = ["&", "amp;", "amp", "lt;", "gt", "#38;", "#x26;", "quot;", "<", ">", " ", "a"]
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, FastTokenizer]:
+    """open_clip's tokenizer, and the torch-free one saved from it as an export saves it."""
+    import open_clip
+
+    reference = open_clip.get_tokenizer("ViT-B-32")
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    FastTokenizer.save_open_clip(reference, path)
+    return reference, FastTokenizer.load(path)
+
+
+@PROPERTY
+@given(
+    query=st.one_of(
+        argument_text(max_size=60),
+        st.lists(st.sampled_from(HTML_PIECES), max_size=12).map("".join),
+        st.text(st.sampled_from(WHITESPACE + "aZ.!'"), max_size=20),
+    )
+)
+def test_the_torch_free_tokenizer_gives_open_clips_tokens_for_any_query(
+    query: str, tokenizers: tuple[Any, FastTokenizer]
+) -> None:
+    """A search query is tokenized without torch; the tokens must be exactly open_clip's, or
+    the query means something else to the model. Plain ASCII takes a shortcut past ftfy, so
+    ASCII with HTML references and odd spacing is generated as often as any text."""
+    reference, fast = tokenizers
+    assert fast([query]).tolist() == reference([query]).tolist()
