@@ -7,18 +7,28 @@ layout, any query), and Hypothesis looks for one that breaks it. The runs are de
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clipcli.errors import IndexMissingError, UsageError
-from clipcli.prompts import TemplateSet, load_templates, parse_labels, template_names
+from clipcli.prompts import (
+    TemplateSet,
+    TextEmbeddingCache,
+    label_embeddings,
+    load_templates,
+    parse_labels,
+    template_names,
+)
 from clipcli.searcher import search_index
 from clipcli.tokenizer import FastTokenizer
 
@@ -26,12 +36,14 @@ from clipcli.tokenizer import FastTokenizer
 # into the checkout. The autouse home fixture is shared by a test's examples, which is fine:
 # nothing here writes to it.
 PROPERTY = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+# Fewer examples where each one writes files: a few milliseconds each on a slow disk.
+ON_DISK = settings(PROPERTY, max_examples=40)
 
 # Characters that make label parsing interesting: the separator, the escape, the spaces that
 # are trimmed, the comment mark of label files, and Rich markup that must stay literal.
@@ -47,16 +59,25 @@ WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 def argument_text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
     """Text as a shell can pass it in one argument: any character, often one of TRICKY, and
     now and then a byte that is not UTF-8."""
-    return st.text(
+    return characters_of(
         st.one_of(st.sampled_from(TRICKY), st.characters(), st.sampled_from(UNDECODABLE)),
-        min_size=min_size,
-        max_size=max_size,
+        min_size,
+        max_size,
     )
+
+
+def characters_of(
+    alphabet: st.SearchStrategy[str], min_size: int = 0, max_size: int = 40
+) -> st.SearchStrategy[str]:
+    """Strings of characters drawn from `alphabet`. Unlike st.text(), which merges the
+    characters of an alphabet into one set, this keeps the weights of a one_of() and the lone
+    surrogates that stand for undecodable bytes."""
+    return st.lists(alphabet, min_size=min_size, max_size=max_size).map("".join)
 
 
 def file_text(max_size: int = 40) -> st.SearchStrategy[str]:
     """Text that a UTF-8 file can hold within one line."""
-    return st.text(
+    return characters_of(
         st.one_of(
             st.sampled_from(TRICKY),
             # A leading U+FEFF is the byte-order mark, which is not part of the file's text.
@@ -146,7 +167,7 @@ def test_any_labels_argument_gives_trimmed_distinct_labels_or_a_usage_error(text
     assert parse_labels(" ,".join(escape(label) for label in labels), None) == labels
 
 
-@PROPERTY
+@ON_DISK
 @given(
     labels=st.lists(
         labels_as_parsed(file_text()).filter(lambda label: not label.startswith("#")),
@@ -168,7 +189,7 @@ def test_a_labels_file_gives_the_same_labels_however_an_editor_saved_it(
         assert parse_labels(None, path) == in_order_once(labels)
 
 
-@PROPERTY
+@ON_DISK
 @given(
     given_labels=st.lists(
         labels_as_parsed(file_text()).filter(lambda label: not label.endswith("\\")),
@@ -194,6 +215,41 @@ def test_labels_and_a_labels_file_together_give_both_in_order_each_once(
             assert parse_labels(argument, path) == expected
 
 
+class HashingEncoder:
+    """A text side that gives each text a unit vector of its own, without a model."""
+
+    spec = SimpleNamespace(fingerprint="hashing")
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = [
+            np.random.default_rng(list(text.encode("utf-8", "surrogatepass"))).normal(size=8)
+            for text in texts
+        ]
+        return np.stack([v / np.linalg.norm(v) for v in vectors]).astype(np.float32)
+
+
+@ON_DISK
+@given(st.lists(argument_text(), min_size=1, max_size=5, unique=True))
+@example([os.fsdecode(b"caf\xe9"), "café"])  # --labels typed in a Latin-1 terminal
+def test_any_label_or_query_text_is_kept_by_the_embedding_cache(texts: list[str]) -> None:
+    """Labels and queries come from the command line as typed, bytes that are not UTF-8
+    included (a terminal in Latin-1); the cache keeps each one's embedding under that exact
+    text, so a second run embeds nothing and no two texts share an embedding."""
+    encoder = HashingEncoder()
+    templates = TemplateSet("t", ("a photo of a {}.",))
+    with tempfile.TemporaryDirectory() as folder:
+        cache = TextEmbeddingCache(Path(folder) / "cache.sqlite3")
+        try:
+            first = label_embeddings(encoder, texts, templates, cache)
+            assert cache.missing(encoder.spec.fingerprint, templates.digest, texts) == []
+            again = label_embeddings(encoder, texts[::-1], templates, cache)
+        finally:
+            cache.close()
+    np.testing.assert_array_equal(again, first[::-1])
+    expected = np.stack([encoder.encode_texts([f"a photo of a {t}."])[0] for t in texts])
+    np.testing.assert_allclose(first, expected, atol=1e-6)
+
+
 # -- templates -------------------------------------------------------------------------------
 
 
@@ -207,7 +263,7 @@ def templates_as_parsed() -> st.SearchStrategy[str]:
     )
 
 
-@PROPERTY
+@ON_DISK
 @given(
     templates=st.lists(templates_as_parsed(), min_size=1, max_size=5),
     bom=st.booleans(),
@@ -226,10 +282,10 @@ def test_a_template_file_gives_the_same_templates_however_an_editor_saved_it(
 
 @PROPERTY
 @given(
-    before=st.text(st.one_of(st.sampled_from("{}"), st.characters()), max_size=15).filter(
+    before=characters_of(st.one_of(st.sampled_from("{}"), st.characters()), max_size=15).filter(
         lambda text: "{}" not in text
     ),
-    after=st.text(st.one_of(st.sampled_from("{}"), st.characters()), max_size=15).filter(
+    after=characters_of(st.one_of(st.sampled_from("{}"), st.characters()), max_size=15).filter(
         lambda text: "{}" not in text
     ),
     label=argument_text(),
@@ -244,7 +300,7 @@ def test_a_filled_template_holds_the_label_once_exactly_where_its_placeholder_wa
     assert filled == before + label + after
 
 
-@PROPERTY
+@ON_DISK
 @given(
     line=st.text(
         st.one_of(st.sampled_from("{} "), st.characters(exclude_characters=LINE_BREAKS + "\ufeff"))
@@ -264,13 +320,13 @@ def test_a_template_line_without_exactly_one_placeholder_is_refused_naming_its_l
     assert refused.value.message.startswith(f"{path}:{number + 1}: a template needs exactly one")
 
 
-@PROPERTY
+@ON_DISK
 @given(
     st.one_of(
         st.sampled_from(template_names()),
         argument_text(),
         # Longer than a file system lets one name be (255 bytes), as a mistyped argument can be.
-        argument_text(min_size=256, max_size=300),
+        st.text(min_size=256, max_size=300),
         st.lists(argument_text(max_size=8), min_size=2, max_size=4).map("/".join),
     )
 )
