@@ -37,6 +37,12 @@ _CORRUPT_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error
 # Modes whose samples go beyond 8 bits; Pillow's own convert("RGB") clips them instead of scaling.
 _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
+# How many times longer than the short side the long side of an image bound for a model may be.
+# The model's transform scales the short side to its input size and keeps the centre square, so
+# a 1-pixel strip 100,000 long (a few hundred bytes as a PNG) would first become 5 billion
+# pixels; beyond this the ends of the long side, which the crop drops anyway, are cut first.
+MODEL_ASPECT_LIMIT = 16
+
 _BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
 
 
@@ -120,11 +126,15 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
 
     With `min_size`, a JPEG may be decoded at a reduced DCT scale (1/2, 1/4 or 1/8) as long as
     both sides stay at least `min_size`: an 8-MP photo bound for a 224-px model decodes several
-    times faster, and the model's own resize still does the final, antialiased step.
+    times faster, and the model's own resize still does the final, antialiased step. And an
+    image whose long side is over MODEL_ASPECT_LIMIT times its short side keeps only the middle
+    of the long side, that many times the short side: all that the model's centre crop takes.
     """
     # Everything happens with the file open: some plugins read lazily even after load().
     with _open_for_reading(path) as fp:
         image = _decode(path, fp, min_size)
+        if min_size:
+            image = _middle_of_strip(image)
         try:
             return _to_rgb(image)
         except ValueError:
@@ -176,6 +186,19 @@ def _apply_orientation(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except _CORRUPT_DATA_ERRORS:
         return image
+
+
+def _middle_of_strip(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    short, long = sorted(image.size)
+    keep = short * MODEL_ASPECT_LIMIT
+    if long <= keep:
+        return image
+    keep += (long - keep) % 2  # as much cut off either end, so the middle stays where it was
+    cut = (long - keep) // 2
+    return image.crop(
+        (cut, 0, cut + keep, height) if width > height else (0, cut, width, cut + keep)
+    )
 
 
 def _bomb_reason(exc: Image.DecompressionBombError) -> str:

@@ -13,11 +13,13 @@ from PIL import Image, features
 from clipcli.errors import ClipcliError
 from clipcli.images import (
     IMAGE_EXTENSIONS,
+    MODEL_ASPECT_LIMIT,
     ImageDecodeError,
     discover_images,
     expand_paths,
     load_image,
 )
+from clipcli.pixels import PixelTransform
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -429,3 +431,46 @@ def test_min_size_leaves_other_formats_untouched(tmp_path: Path) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (1600, 1000), "green").save(path)
     assert load_image(path, min_size=224).size == (1600, 1000)
+
+
+# The photo models' input transform: shortest side to 224, centre crop, normalise.
+CLIP_PIXELS = PixelTransform(
+    224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "bicubic"
+)
+
+
+def test_a_one_pixel_strip_keeps_only_the_middle_that_the_model_sees(tmp_path: Path) -> None:
+    # A few hundred bytes of PNG, 100,000 pixels long: the model's transform scales the short
+    # side up to 224 before taking the centre square, which here would be 5 billion pixels.
+    strip = Image.new("RGB", (1, 100_000), RED)
+    strip.paste(BLUE, (0, 49_990, 1, 50_010))
+    path = save(strip, tmp_path / "strip.png")
+    assert path.stat().st_size < 2_000
+
+    image = load_image(path, min_size=224)
+
+    assert image.size[0] == 1 and image.size[1] <= MODEL_ASPECT_LIMIT
+    pixels = CLIP_PIXELS(image)
+    assert pixels.shape == (3, 224, 224)
+    blue = (np.asarray(BLUE) / 255.0 - np.asarray(CLIP_PIXELS.mean)) / CLIP_PIXELS.std
+    np.testing.assert_allclose(pixels[:, 112, 0], blue, atol=1e-5)
+    assert load_image(path).size == (1, 100_000)  # without min_size, the whole image
+
+
+@pytest.mark.parametrize("size", [(3, 401), (400, 7), (2, 64), (5, 1000)])
+def test_cutting_a_strip_short_leaves_the_model_input_as_it_was(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    # A colour gradient along the long side shows any shift of the centre crop.
+    long = max(size)
+    ramp = np.linspace(0, 255, long).astype(np.uint8)
+    grid = np.stack([ramp, 255 - ramp, np.full_like(ramp, 90)], axis=-1)
+    grid = grid[:, None, :] if size[1] == long else grid[None, :, :]
+    drawn = Image.fromarray(np.broadcast_to(grid, (size[1], size[0], 3)).copy())
+    path = save(drawn, tmp_path / "strip.png")
+
+    whole = CLIP_PIXELS(Image.open(path).convert("RGB"))
+    cut = CLIP_PIXELS(load_image(path, min_size=224))
+
+    # Scaled sizes are rounded to whole pixels, so the two may differ by a fraction of one.
+    assert np.abs(cut - whole).max() < 0.05
