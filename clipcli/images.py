@@ -161,23 +161,27 @@ def _open_for_reading(path: Path) -> BinaryIO:
 
 
 def _decode(path: Path, fp: BinaryIO, min_size: int | None = None) -> Image.Image:
-    try:
-        # Between 1x and 2x Pillow's pixel limit it only warns; such photos are fine to use.
-        # catch_warnings is process-wide; under threads the worst case is that this one
-        # "ignore" filter stays installed, which is harmless.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # Where a file is a little damaged (EXIF cut short, a TIFF tag past the end of the file)
+    # Pillow skips what is missing with a warning, which Python would write to stderr with a
+    # line of Pillow's source; the pixels are what count. Between 1x and 2x Pillow's pixel
+    # limit it only warns too; such photos are fine to use. catch_warnings is process-wide;
+    # under threads the worst case is that these "ignore" filters stay installed, which only
+    # keeps more of Pillow's warnings quiet.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"PIL\.")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
             image = Image.open(fp)
             if min_size and image.format == "JPEG":
                 image.draft("RGB", (min_size, min_size))
             image.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(path, _bomb_reason(exc)) from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not an image (unrecognised format)") from None
-    except _CORRUPT_DATA_ERRORS as exc:
-        raise ImageDecodeError(path, f"truncated or corrupt image data ({exc})") from None
-    return _apply_orientation(image)
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(path, _bomb_reason(exc)) from None
+        except UnidentifiedImageError:
+            raise ImageDecodeError(path, "not an image (unrecognised format)") from None
+        except _CORRUPT_DATA_ERRORS as exc:
+            raise ImageDecodeError(path, f"truncated or corrupt image data ({exc})") from None
+        return _apply_orientation(image)
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
