@@ -220,9 +220,13 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         grey = np.clip(np.rint(samples), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     if image.mode == "F":
-        # Float images have no agreed white point, so stretch what is there.
+        # Float images have no agreed white point, so stretch what is there. NaN and the
+        # infinities (a damaged file) take the ends of the finite range: left in, they made
+        # every pixel NaN.
         samples = np.asarray(image, dtype=np.float64)
-        low, high = float(samples.min()), float(samples.max())
+        finite = samples[np.isfinite(samples)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        samples = np.nan_to_num(samples, nan=low, posinf=high, neginf=low)
         scale = 255.0 / (high - low) if high > low else 0.0
         grey = np.rint((samples - low) * scale).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")

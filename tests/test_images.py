@@ -489,3 +489,20 @@ def test_a_photo_whose_exif_is_cut_short_decodes_without_pillows_warnings(tmp_pa
         image = load_image(path)
 
     assert image.size == (20, 40)  # still turned upright: its orientation came before the cut
+
+
+def test_a_float_image_with_nan_and_infinite_samples_keeps_its_finite_picture(
+    tmp_path: Path,
+) -> None:
+    # Such samples (a damaged float TIFF) once made every pixel NaN, cast to uint8 with a
+    # numpy warning on stderr; they now take the ends of the range of the finite samples.
+    samples = np.tile(np.linspace(-1.0, 3.0, 16, dtype=np.float32), (4, 1))
+    samples[0, 5], samples[1, 5], samples[2, 5] = np.nan, np.inf, -np.inf
+    path = save(Image.fromarray(samples, "F"), tmp_path / "float.tif")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grey = np.asarray(load_image(path))[..., 0]
+
+    assert grey[3].tolist() == [round(i * 255 / 15) for i in range(16)]  # stretched as before
+    assert grey[:3, 5].tolist() == [0, 255, 0]
