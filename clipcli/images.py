@@ -222,8 +222,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "F":
         # Float images have no agreed white point, so stretch what is there. NaN and the
         # infinities (a damaged file) take the ends of the finite range: left in, they made
-        # every pixel NaN.
-        samples = np.asarray(image, dtype=np.float64)
+        # every pixel NaN. A signalling NaN raises numpy's "invalid value" when cast; it is
+        # one of the NaNs replaced here.
+        with np.errstate(invalid="ignore"):
+            samples = np.asarray(image, dtype=np.float64)
         finite = samples[np.isfinite(samples)]
         low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
         samples = np.nan_to_num(samples, nan=low, posinf=high, neginf=low)

@@ -498,6 +498,7 @@ def test_a_float_image_with_nan_and_infinite_samples_keeps_its_finite_picture(
     # numpy warning on stderr; they now take the ends of the range of the finite samples.
     samples = np.tile(np.linspace(-1.0, 3.0, 16, dtype=np.float32), (4, 1))
     samples[0, 5], samples[1, 5], samples[2, 5] = np.nan, np.inf, -np.inf
+    samples.view(np.uint32)[0, 6] = 0x7F800001  # a signalling NaN: casting it sets a flag too
     path = save(Image.fromarray(samples, "F"), tmp_path / "float.tif")
 
     with warnings.catch_warnings():
@@ -506,3 +507,4 @@ def test_a_float_image_with_nan_and_infinite_samples_keeps_its_finite_picture(
 
     assert grey[3].tolist() == [round(i * 255 / 15) for i in range(16)]  # stretched as before
     assert grey[:3, 5].tolist() == [0, 255, 0]
+    assert grey[0, 6] == 0
