@@ -179,6 +179,10 @@ def _decode(path: Path, fp: BinaryIO, min_size: int | None = None) -> Image.Imag
             raise ImageDecodeError(path, _bomb_reason(exc)) from None
         except UnidentifiedImageError:
             raise ImageDecodeError(path, "not an image (unrecognised format)") from None
+        except MemoryError:
+            # Sizes in a damaged header can ask for gigabytes (a PNG chunk says it is 2 GB
+            # long, and Pillow reads it in one go): that file is unusable here, not the run.
+            raise ImageDecodeError(path, "not enough memory to decode it") from None
         except _CORRUPT_DATA_ERRORS as exc:
             raise ImageDecodeError(path, f"truncated or corrupt image data ({exc})") from None
         return _apply_orientation(image)

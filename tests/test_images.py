@@ -508,3 +508,27 @@ def test_a_float_image_with_nan_and_infinite_samples_keeps_its_finite_picture(
     assert grey[3].tolist() == [round(i * 255 / 15) for i in range(16)]  # stretched as before
     assert grey[:3, 5].tolist() == [0, 255, 0]
     assert grey[0, 6] == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's VmSize")
+def test_a_file_that_asks_for_more_memory_than_there_is_is_reported(tmp_path: Path) -> None:
+    # The pixel data of a PNG is read by the length its header gives: set near 2 GB in a file
+    # of a few hundred bytes, Pillow asks for all of it at once, which a small machine refuses.
+    import resource  # Unix only
+
+    png = bytearray(save(Image.new("RGB", (8, 8), RED), tmp_path / "fine.png").read_bytes())
+    assert png[37:41] == b"IDAT"
+    png[33:37] = (0x7FFFFFFF).to_bytes(4, "big")
+    path = tmp_path / "greedy.png"
+    path.write_bytes(png)
+
+    with open("/proc/self/status") as status:
+        held = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (held + (512 << 20), limits[1]))
+    try:
+        error = decode_error(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, limits)
+
+    assert error.reason == "not enough memory to decode it"
