@@ -36,14 +36,14 @@ from clipcli.tokenizer import FastTokenizer
 # into the checkout. The autouse home fixture is shared by a test's examples, which is fine:
 # nothing here writes to it.
 PROPERTY = settings(
-    max_examples=100,
+    max_examples=60,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 # Fewer examples where each one writes files: a few milliseconds each on a slow disk.
-ON_DISK = settings(PROPERTY, max_examples=40)
+ON_DISK = settings(PROPERTY, max_examples=30)
 
 # Characters that make label parsing interesting: the separator, the escape, the spaces that
 # are trimmed, the comment mark of label files, and Rich markup that must stay literal.
@@ -56,7 +56,7 @@ LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
 
-def argument_text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[str]:
+def argument_text(min_size: int = 0, max_size: int = 20) -> st.SearchStrategy[str]:
     """Text as a shell can pass it in one argument: any character, often one of TRICKY, and
     now and then a byte that is not UTF-8."""
     return characters_of(
@@ -67,7 +67,7 @@ def argument_text(min_size: int = 0, max_size: int = 40) -> st.SearchStrategy[st
 
 
 def characters_of(
-    alphabet: st.SearchStrategy[str], min_size: int = 0, max_size: int = 40
+    alphabet: st.SearchStrategy[str], min_size: int = 0, max_size: int = 20
 ) -> st.SearchStrategy[str]:
     """Strings of characters drawn from `alphabet`. Unlike st.text(), which merges the
     characters of an alphabet into one set, this keeps the weights of a one_of() and the lone
@@ -75,7 +75,7 @@ def characters_of(
     return st.lists(alphabet, min_size=min_size, max_size=max_size).map("".join)
 
 
-def file_text(max_size: int = 40) -> st.SearchStrategy[str]:
+def file_text(max_size: int = 20) -> st.SearchStrategy[str]:
     """Text that a UTF-8 file can hold within one line."""
     return characters_of(
         st.one_of(
@@ -126,7 +126,7 @@ def file_bytes(lines: list[str], *, bom: bool, crlf: bool, final_newline: bool) 
     st.lists(
         labels_as_parsed(argument_text()).filter(lambda label: not label.endswith("\\")),
         min_size=1,
-        max_size=6,
+        max_size=5,
     )
 )
 def test_escaped_labels_joined_by_commas_parse_back_to_themselves(labels: list[str]) -> None:
@@ -137,7 +137,7 @@ def test_escaped_labels_joined_by_commas_parse_back_to_themselves(labels: list[s
 
 
 @PROPERTY
-@given(st.lists(labels_as_parsed(argument_text()), min_size=1, max_size=6))
+@given(st.lists(labels_as_parsed(argument_text()), min_size=1, max_size=5))
 def test_a_label_ending_in_a_backslash_needs_a_space_before_the_next_comma(
     labels: list[str],
 ) -> None:
@@ -148,7 +148,7 @@ def test_a_label_ending_in_a_backslash_needs_a_space_before_the_next_comma(
 
 
 @PROPERTY
-@given(argument_text(max_size=60))
+@given(argument_text(max_size=40))
 def test_any_labels_argument_gives_trimmed_distinct_labels_or_a_usage_error(text: str) -> None:
     """Any --labels value is refused as giving no labels (a usage error, exit 2) exactly when
     it holds nothing but commas and white space; any other gives labels that are trimmed, not
@@ -172,7 +172,7 @@ def test_any_labels_argument_gives_trimmed_distinct_labels_or_a_usage_error(text
     labels=st.lists(
         labels_as_parsed(file_text()).filter(lambda label: not label.startswith("#")),
         min_size=1,
-        max_size=6,
+        max_size=5,
     ),
     bom=st.booleans(),
     crlf=st.booleans(),
