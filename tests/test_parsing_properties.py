@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import Cli
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -215,12 +216,20 @@ def test_labels_and_a_labels_file_together_give_both_in_order_each_once(
             assert parse_labels(argument, path) == expected
 
 
+# -- the embedding cache ---------------------------------------------------------------------
+
+
 class HashingEncoder:
-    """A text side that gives each text a unit vector of its own, without a model."""
+    """A text side that gives each text a unit vector of its own, without a model, and counts
+    the texts it was asked for."""
 
     spec = SimpleNamespace(fingerprint="hashing")
 
+    def __init__(self) -> None:
+        self.encoded = 0
+
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.encoded += len(texts)
         vectors = [
             np.random.default_rng(list(text.encode("utf-8", "surrogatepass"))).normal(size=8)
             for text in texts
@@ -241,8 +250,10 @@ def test_any_label_or_query_text_is_kept_by_the_embedding_cache(texts: list[str]
         cache = TextEmbeddingCache(Path(folder) / "cache.sqlite3")
         try:
             first = label_embeddings(encoder, texts, templates, cache)
+            assert encoder.encoded == len(texts)
             assert cache.missing(encoder.spec.fingerprint, templates.digest, texts) == []
             again = label_embeddings(encoder, texts[::-1], templates, cache)
+            assert encoder.encoded == len(texts)
         finally:
             cache.close()
     np.testing.assert_array_equal(again, first[::-1])
@@ -302,7 +313,7 @@ def test_a_filled_template_holds_the_label_once_exactly_where_its_placeholder_wa
 
 @ON_DISK
 @given(
-    line=st.text(
+    line=characters_of(
         st.one_of(st.sampled_from("{} "), st.characters(exclude_characters=LINE_BREAKS + "\ufeff"))
     )
     .map(str.strip)
@@ -346,13 +357,19 @@ def test_any_templates_argument_gives_a_template_set_or_a_usage_error(name: str)
 # -- search queries --------------------------------------------------------------------------
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=25)  # each example runs the command as well
 @given(query=st.text(st.sampled_from(WHITESPACE), max_size=10))
 def test_a_query_of_only_white_space_is_nothing_to_search_for(query: str, tmp_path: Path) -> None:
     """Spaces, tabs, newlines and the other Unicode spaces say nothing: a usage error, found
-    before anything is read from disk (the index need not exist)."""
+    before anything is read from disk (the index need not exist), which the user sees as one
+    line and exit code 2."""
     with pytest.raises(UsageError, match="nothing to search for"):
         search_index(tmp_path / "no-index", query)
+    result = Cli()("search", "--index", tmp_path / "no-index", "--", query)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: nothing to search for; give a text query or --image PATH"
+    ]
 
 
 @PROPERTY
