@@ -63,10 +63,10 @@ def template_names() -> list[str]:
 def load_templates(name_or_path: str) -> TemplateSet:
     """A template set by name (a file in prompts/) or from a file path."""
     path = Path(name_or_path)
-    if not path.is_file():
+    if not _is_file(path, name_or_path):
         for folder in PROMPT_DIRS:
             candidate = folder / f"{name_or_path}{TEMPLATE_SUFFIX}"
-            if candidate.is_file():
+            if _is_file(candidate, name_or_path):
                 path = candidate
                 break
         else:
@@ -75,6 +75,17 @@ def load_templates(name_or_path: str) -> TemplateSet:
                 hint=f"use one of {', '.join(template_names())} or a file path",
             )
     return TemplateSet(path.stem, parse_template_file(path))
+
+
+def _is_file(path: Path, name_or_path: str) -> bool:
+    # is_file() answers False only for names that do not exist; a name too long for the file
+    # system, or a folder on the way that cannot be searched, raises instead.
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise UsageError(
+            f"{name_or_path}: cannot read template file ({exc.strerror or exc})"
+        ) from None
 
 
 def parse_template_file(path: Path) -> tuple[str, ...]:
@@ -135,10 +146,10 @@ class TextEmbeddingCache:
             "SELECT label, embedding FROM label_embeddings WHERE model = ? AND templates = ?",
             (model, templates),
         )
-        wanted = set(labels)
-        for label, blob in rows:
-            if label in wanted:
-                found[label] = np.frombuffer(blob, dtype="<f4").copy()
+        wanted = {_stored_text(label): label for label in labels}
+        for stored, blob in rows:
+            if stored in wanted:
+                found[wanted[stored]] = np.frombuffer(blob, dtype="<f4").copy()
         return found
 
     def missing(self, model: str, templates: str, labels: Sequence[str]) -> list[str]:
@@ -150,7 +161,10 @@ class TextEmbeddingCache:
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO label_embeddings VALUES (?, ?, ?, ?)",
-                [(model, templates, k, v.astype("<f4").tobytes()) for k, v in embeddings.items()],
+                [
+                    (model, templates, _stored_text(k), v.astype("<f4").tobytes())
+                    for k, v in embeddings.items()
+                ],
             )
 
     def models(self) -> dict[str, tuple[int, int]]:
@@ -183,6 +197,18 @@ class TextEmbeddingCache:
         from clipcli.settings import cache_dir
 
         return cls(cache_dir() / TEXT_CACHE_FILE)
+
+
+def _stored_text(text: str) -> str | bytes:
+    """A label or query as the cache stores it: as text, or, when it holds bytes that were not
+    UTF-8 (typed in a terminal of another encoding, which Python keeps as lone surrogates), as
+    bytes, since SQLite takes no such text. SQLite never finds bytes equal to text, so no label
+    can be given another's embedding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
 
 
 class TextEncoder(Protocol):
