@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-avx2 lint format demo bench clean
+.PHONY: install test fuzz test-avx2 lint format demo bench clean
 
 install: $(INSTALLED)
 
@@ -18,6 +18,12 @@ $(INSTALLED): pyproject.toml
 test: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
+
+# The image loader on thousands of damaged files, new ones each run: about two minutes on two
+# cores. FUZZ_EXAMPLES sets how many files of each format; a failure prints what reproduces it.
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/fuzz --hypothesis-show-statistics
 
 # The backend tests again on an emulated CPU with AVX2 and no AVX-512 or VNNI, whose int8
 # kernels most laptops run: numpy and ONNX Runtime read the CPU's features through CPUID, which
@@ -70,4 +76,4 @@ bench: install
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -26,6 +26,9 @@ import numpy.typing as npt
 
 Tokens = npt.NDArray[np.int64]
 _PLAIN_ASCII = re.compile(r"[\x20-\x7e\t\n]*")
+# Plain ASCII that ftfy leaves as it is: all but `&`, whose HTML references ftfy unescapes once
+# before open_clip unescapes twice more ("&amp;amp;amp;" is "&" to open_clip).
+_NOTHING_FOR_FTFY = re.compile(r"[\x20-\x25\x27-\x7e\t\n]*")
 END_OF_WORD = "</w>"
 
 PROBES = (
@@ -43,7 +46,7 @@ PROBES = (
 
 def clean(text: str) -> str:
     """open_clip's 'lower' cleaning: fix mojibake, unescape HTML twice, squeeze spaces, lower."""
-    if not _PLAIN_ASCII.fullmatch(text):
+    if not _NOTHING_FOR_FTFY.fullmatch(text):
         # Plain printable ASCII has no mojibake to fix; ftfy costs a noticeable import.
         import ftfy
 

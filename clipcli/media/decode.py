@@ -27,6 +27,12 @@ _CORRUPT_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error
 # Modes whose samples go beyond 8 bits; Pillow's own convert("RGB") clips them instead of scaling.
 _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 
+# How many times longer than the short side the long side of an image bound for a model may be.
+# The model's transform scales the short side to its input size and keeps the centre square, so
+# a 1-pixel strip 100,000 long (a few hundred bytes as a PNG) would first become 5 billion
+# pixels; beyond this the ends of the long side, which the crop drops anyway, are cut first.
+MODEL_ASPECT_LIMIT = 16
+
 _BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+) pixels")
 
 
@@ -48,11 +54,15 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
 
     With `min_size`, a JPEG may be decoded at a reduced DCT scale (1/2, 1/4 or 1/8) as long as
     both sides stay at least `min_size`: an 8-MP photo bound for a 224-px model decodes several
-    times faster, and the model's own resize still does the final, antialiased step.
+    times faster, and the model's own resize still does the final, antialiased step. And an
+    image whose long side is over MODEL_ASPECT_LIMIT times its short side keeps only the middle
+    of the long side, that many times the short side: all that the model's centre crop takes.
     """
     # Everything happens with the file open: some plugins read lazily even after load().
     with _open_for_reading(path) as fp:
         image = _decode(path, fp, min_size)
+        if min_size:
+            image = _middle_of_strip(image)
         try:
             return _to_rgb(image)
         except ValueError:
@@ -79,23 +89,31 @@ def _open_for_reading(path: Path) -> BinaryIO:
 
 
 def _decode(path: Path, fp: BinaryIO, min_size: int | None = None) -> Image.Image:
-    try:
-        # Between 1x and 2x Pillow's pixel limit it only warns; such photos are fine to use.
-        # catch_warnings is process-wide; under threads the worst case is that this one
-        # "ignore" filter stays installed, which is harmless.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    # Where a file is a little damaged (EXIF cut short, a TIFF tag past the end of the file)
+    # Pillow skips what is missing with a warning, which Python would write to stderr with a
+    # line of Pillow's source; the pixels are what count. Between 1x and 2x Pillow's pixel
+    # limit it only warns too; such photos are fine to use. catch_warnings is process-wide;
+    # under threads the worst case is that these "ignore" filters stay installed, which only
+    # keeps more of Pillow's warnings quiet.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=r"PIL\.")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
             image = Image.open(fp)
             if min_size and image.format == "JPEG":
                 image.draft("RGB", (min_size, min_size))
             image.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(path, _bomb_reason(exc)) from None
-    except UnidentifiedImageError:
-        raise ImageDecodeError(path, "not an image (unrecognised format)") from None
-    except _CORRUPT_DATA_ERRORS as exc:
-        raise ImageDecodeError(path, f"truncated or corrupt image data ({exc})") from None
-    return _apply_orientation(image)
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(path, _bomb_reason(exc)) from None
+        except UnidentifiedImageError:
+            raise ImageDecodeError(path, "not an image (unrecognised format)") from None
+        except MemoryError:
+            # Sizes in a damaged header can ask for gigabytes (a PNG chunk says it is 2 GB
+            # long, and Pillow reads it in one go): that file is unusable here, not the run.
+            raise ImageDecodeError(path, "not enough memory to decode it") from None
+        except _CORRUPT_DATA_ERRORS as exc:
+            raise ImageDecodeError(path, f"truncated or corrupt image data ({exc})") from None
+        return _apply_orientation(image)
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
@@ -104,6 +122,19 @@ def _apply_orientation(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except _CORRUPT_DATA_ERRORS:
         return image
+
+
+def _middle_of_strip(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    short, long = sorted(image.size)
+    keep = short * MODEL_ASPECT_LIMIT
+    if long <= keep:
+        return image
+    keep += (long - keep) % 2  # as much cut off either end, so the middle stays where it was
+    cut = (long - keep) // 2
+    return image.crop(
+        (cut, 0, cut + keep, height) if width > height else (0, cut, width, cut + keep)
+    )
 
 
 def _bomb_reason(exc: Image.DecompressionBombError) -> str:
@@ -121,9 +152,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         grey = np.clip(np.rint(samples), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     if image.mode == "F":
-        # Float images have no agreed white point, so stretch what is there.
-        samples = np.asarray(image, dtype=np.float64)
-        low, high = float(samples.min()), float(samples.max())
+        # Float images have no agreed white point, so stretch what is there. NaN and the
+        # infinities (a damaged file) take the ends of the finite range: left in, they made
+        # every pixel NaN. A signalling NaN raises numpy's "invalid value" when cast; it is
+        # one of the NaNs replaced here.
+        with np.errstate(invalid="ignore"):
+            samples = np.asarray(image, dtype=np.float64)
+        finite = samples[np.isfinite(samples)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        samples = np.nan_to_num(samples, nan=low, posinf=high, neginf=low)
         scale = 255.0 / (high - low) if high > low else 0.0
         grey = np.rint((samples - low) * scale).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")

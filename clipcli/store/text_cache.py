@@ -76,10 +76,10 @@ class TextEmbeddingCache:
             "SELECT label, embedding FROM label_embeddings WHERE model = ? AND templates = ?",
             (model, templates),
         )
-        wanted = set(labels)
-        for label, blob in rows:
-            if label in wanted:
-                found[label] = np.frombuffer(blob, dtype="<f4").copy()
+        wanted = {_stored_text(label): label for label in labels}
+        for stored, blob in rows:
+            if stored in wanted:
+                found[wanted[stored]] = np.frombuffer(blob, dtype="<f4").copy()
         return found
 
     def missing(self, model: str, templates: str, labels: Sequence[str]) -> list[str]:
@@ -91,7 +91,10 @@ class TextEmbeddingCache:
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO label_embeddings VALUES (?, ?, ?, ?)",
-                [(model, templates, k, v.astype("<f4").tobytes()) for k, v in embeddings.items()],
+                [
+                    (model, templates, _stored_text(k), v.astype("<f4").tobytes())
+                    for k, v in embeddings.items()
+                ],
             )
 
     def models(self) -> dict[str, tuple[int, int]]:
@@ -124,3 +127,15 @@ class TextEmbeddingCache:
         from clipcli.settings import cache_dir
 
         return cls(cache_dir() / TEXT_CACHE_FILE)
+
+
+def _stored_text(text: str) -> str | bytes:
+    """A label or query as the cache stores it: as text, or, when it holds bytes that were not
+    UTF-8 (typed in a terminal of another encoding, which Python keeps as lone surrogates), as
+    bytes, since SQLite takes no such text. SQLite never finds bytes equal to text, so no label
+    can be given another's embedding."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text

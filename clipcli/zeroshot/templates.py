@@ -39,14 +39,25 @@ def template_names() -> list[str]:
 def load_templates(name_or_path: str) -> TemplateSet:
     """A template set by name (one shipped in templates/) or from a file path."""
     path = Path(name_or_path)
-    if not path.is_file():
+    if not _is_file(path, name_or_path):
         path = TEMPLATE_DIR / f"{name_or_path}{TEMPLATE_SUFFIX}"
-        if not path.is_file():
+        if not _is_file(path, name_or_path):
             raise UsageError(
                 f"unknown template set '{name_or_path}'",
                 hint=f"use one of {', '.join(template_names())} or a file path",
             )
     return TemplateSet(path.stem, parse_template_file(path))
+
+
+def _is_file(path: Path, name_or_path: str) -> bool:
+    # is_file() answers False only for names that do not exist; a name too long for the file
+    # system, or a folder on the way that cannot be searched, raises instead.
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise UsageError(
+            f"{name_or_path}: cannot read template file ({exc.strerror or exc})"
+        ) from None
 
 
 def parse_template_file(path: Path) -> tuple[str, ...]:

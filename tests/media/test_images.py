@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from clipcli.encoders.pixels import PixelTransform
 from clipcli.errors import ClipcliError
-from clipcli.media.decode import ImageDecodeError, load_image
+from clipcli.media.decode import MODEL_ASPECT_LIMIT, ImageDecodeError, load_image
 from clipcli.media.discover import IMAGE_EXTENSIONS, discover_images, expand_paths
 
 RED = (255, 0, 0)
@@ -424,3 +425,104 @@ def test_min_size_leaves_other_formats_untouched(tmp_path: Path) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (1600, 1000), "green").save(path)
     assert load_image(path, min_size=224).size == (1600, 1000)
+
+
+# The photo models' input transform: shortest side to 224, centre crop, normalise.
+CLIP_PIXELS = PixelTransform(
+    224, (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "bicubic"
+)
+
+
+def test_a_one_pixel_strip_keeps_only_the_middle_that_the_model_sees(tmp_path: Path) -> None:
+    # A few hundred bytes of PNG, 100,000 pixels long: the model's transform scales the short
+    # side up to 224 before taking the centre square, which here would be 5 billion pixels.
+    strip = Image.new("RGB", (1, 100_000), RED)
+    strip.paste(BLUE, (0, 49_990, 1, 50_010))
+    path = save(strip, tmp_path / "strip.png")
+    assert path.stat().st_size < 2_000
+
+    image = load_image(path, min_size=224)
+
+    assert image.size[0] == 1 and image.size[1] <= MODEL_ASPECT_LIMIT
+    pixels = CLIP_PIXELS(image)
+    assert pixels.shape == (3, 224, 224)
+    blue = (np.asarray(BLUE) / 255.0 - np.asarray(CLIP_PIXELS.mean)) / CLIP_PIXELS.std
+    np.testing.assert_allclose(pixels[:, 112, 0], blue, atol=1e-5)
+    assert load_image(path).size == (1, 100_000)  # without min_size, the whole image
+
+
+@pytest.mark.parametrize("size", [(3, 401), (400, 7), (2, 64), (5, 1000)])
+def test_cutting_a_strip_short_leaves_the_model_input_as_it_was(
+    tmp_path: Path, size: tuple[int, int]
+) -> None:
+    # A colour gradient along the long side shows any shift of the centre crop.
+    long = max(size)
+    ramp = np.linspace(0, 255, long).astype(np.uint8)
+    grid = np.stack([ramp, 255 - ramp, np.full_like(ramp, 90)], axis=-1)
+    grid = grid[:, None, :] if size[1] == long else grid[None, :, :]
+    drawn = Image.fromarray(np.broadcast_to(grid, (size[1], size[0], 3)).copy())
+    path = save(drawn, tmp_path / "strip.png")
+
+    whole = CLIP_PIXELS(Image.open(path).convert("RGB"))
+    cut = CLIP_PIXELS(load_image(path, min_size=224))
+
+    # Scaled sizes are rounded to whole pixels, so the two may differ by a fraction of one.
+    assert np.abs(cut - whole).max() < 0.05
+
+
+def test_a_photo_whose_exif_is_cut_short_decodes_without_pillows_warnings(tmp_path: Path) -> None:
+    # Pillow skips what is missing with a UserWarning, which Python writes to stderr with a
+    # line of Pillow's source: two lines of noise in the middle of a classify run.
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    exif[0x0131] = "the camera's software, version 1.0"  # stored after the orientation
+    path = save(Image.new("RGB", (40, 20), RED), tmp_path / "camera.jpg", exif=exif.tobytes()[:-8])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = load_image(path)
+
+    assert image.size == (20, 40)  # still turned upright: its orientation came before the cut
+
+
+def test_a_float_image_with_nan_and_infinite_samples_keeps_its_finite_picture(
+    tmp_path: Path,
+) -> None:
+    # Such samples (a damaged float TIFF) once made every pixel NaN, cast to uint8 with a
+    # numpy warning on stderr; they now take the ends of the range of the finite samples.
+    samples = np.tile(np.linspace(-1.0, 3.0, 16, dtype=np.float32), (4, 1))
+    samples[0, 5], samples[1, 5], samples[2, 5] = np.nan, np.inf, -np.inf
+    samples.view(np.uint32)[0, 6] = 0x7F800001  # a signalling NaN: casting it sets a flag too
+    path = save(Image.fromarray(samples, "F"), tmp_path / "float.tif")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grey = np.asarray(load_image(path))[..., 0]
+
+    assert grey[3].tolist() == [round(i * 255 / 15) for i in range(16)]  # stretched as before
+    assert grey[:3, 5].tolist() == [0, 255, 0]
+    assert grey[0, 6] == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux's VmSize")
+def test_a_file_that_asks_for_more_memory_than_there_is_is_reported(tmp_path: Path) -> None:
+    # The pixel data of a PNG is read by the length its header gives: set near 2 GB in a file
+    # of a few hundred bytes, Pillow asks for all of it at once, which a small machine refuses.
+    import resource  # Unix only
+
+    png = bytearray(save(Image.new("RGB", (8, 8), RED), tmp_path / "fine.png").read_bytes())
+    assert png[37:41] == b"IDAT"
+    png[33:37] = (0x7FFFFFFF).to_bytes(4, "big")
+    path = tmp_path / "greedy.png"
+    path.write_bytes(png)
+
+    with open("/proc/self/status") as status:
+        held = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (held + (512 << 20), limits[1]))
+    try:
+        error = decode_error(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, limits)
+
+    assert error.reason == "not enough memory to decode it"
