@@ -50,8 +50,8 @@ from clipcli.shapes import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO / "clipcli" / "models" / "configs"
-WEIGHTS = REPO / "clipcli" / "models" / "weights" / "clipcli-shapes.pt"
+CONFIG_DIR = REPO / "clipcli" / "models" / "bundled"
+WEIGHTS = CONFIG_DIR / "clipcli-shapes.pt"
 MODEL = "clipcli-shapes"
 TEMPLATE = "a photo of a {}."
 SEED = 1234

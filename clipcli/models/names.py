@@ -19,9 +19,10 @@ from clipcli.errors import UnknownModelError, UsageError, WeightsUnavailableErro
 from clipcli.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 PACKAGE_DIR = Path(__file__).parent
-BUNDLED_CONFIG_DIR = PACKAGE_DIR / "configs"
+# The bundled model ships its open_clip config and its weights side by side.
+BUNDLED_CONFIG_DIR = PACKAGE_DIR / "bundled"
 # Models whose weights ship inside the package, so they need neither --pretrained nor a network.
-BUNDLED_WEIGHTS = {"clipcli-shapes": PACKAGE_DIR / "weights" / "clipcli-shapes.pt"}
+BUNDLED_WEIGHTS = {"clipcli-shapes": BUNDLED_CONFIG_DIR / "clipcli-shapes.pt"}
 HF_HUB_PREFIX = "hf-hub:"
 
 
