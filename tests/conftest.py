@@ -228,3 +228,16 @@ def edit_cpu_record(spec, **figures: dict) -> None:
     for kind, values in figures.items():
         record[kind] = {**record.get(kind, {}), **values}
     folder.update_meta(cpus=cpus)
+
+
+def as_of_the_previous_schema(index: Path) -> None:
+    """Turn an index's catalog back into what the clipcli before the last migration wrote."""
+    import sqlite3
+
+    from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
+
+    db = sqlite3.connect(index / CATALOG_FILE)
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'paths'")  # the last migration's row
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    db.close()

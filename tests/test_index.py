@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, make_non_utf8_image, save_random_checkpoint, snapshot
+from conftest import (
+    TEST_MODEL,
+    as_of_the_previous_schema,
+    make_non_utf8_image,
+    save_random_checkpoint,
+    snapshot,
+)
 from PIL import Image
 
 from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
@@ -1130,11 +1136,7 @@ def test_a_failing_run_leaves_a_catalog_of_an_older_schema_as_it_was_and_a_writi
     cli, run_index, photo_folder: Path, index: Path
 ) -> None:
     run_index(photo_folder)
-    db = sqlite3.connect(index / CATALOG_FILE)
-    with db:
-        db.execute("DELETE FROM meta WHERE key = 'paths'")  # the last migration's row
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
-    db.close()
+    as_of_the_previous_schema(index)
     before = snapshot(index)
 
     result = cli("index", photo_folder, "--index", index, "--model", "clipcli-shapes")

@@ -21,4 +21,3 @@ def test_no_module_of_clipcli_imports_itself_through_others():
                 circles.append(" -> ".join([module, *back]))
 
     assert circles == []
-

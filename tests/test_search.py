@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import as_of_the_previous_schema, snapshot
 
-from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
+from clipcli.store.catalog import CATALOG_FILE
 
 
 @pytest.fixture
@@ -203,11 +202,7 @@ def test_a_search_on_an_empty_catalog_file_says_the_index_is_empty_and_leaves_th
 
 def test_a_search_reads_a_catalog_of_an_older_schema_without_upgrading_it(cli, indexed):
     _, expected = cli.json("search", "a red square", "--index", indexed)
-    db = sqlite3.connect(indexed / CATALOG_FILE)
-    with db:
-        db.execute("DELETE FROM meta WHERE key = 'paths'")  # the last migration's row
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
-    db.close()
+    as_of_the_previous_schema(indexed)
     before = snapshot(indexed)
 
     result, hits = cli.json("search", "a red square", "--index", indexed)
