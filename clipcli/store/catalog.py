@@ -396,19 +396,14 @@ class Catalog:
             (path_value(i.path), i.size, i.mtime_ns, i.sha256, to_blob(i.embedding), now)
             for i in images
         ]
-        if not rows:
-            return
-        with self._transaction():
-            generation = self.generation + 1
-            self._db.executemany(
-                "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
-                " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
-                " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
-                " changed = excluded.changed",
-                [(*row, generation) for row in rows],
-            )
-            self._set_meta("generation", str(generation))
+        self._write_images(
+            "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+            " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
+            " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
+            " changed = excluded.changed",
+            rows,
+        )
 
     @_reported
     def restore(self, images: Sequence[StoredImage]) -> None:
@@ -421,16 +416,21 @@ class Catalog:
             (i.id, path_value(i.path), i.size, i.mtime_ns, i.sha256, i.embedding, i.indexed_at)
             for i in images
         ]
+        self._write_images(
+            "INSERT OR IGNORE INTO images"
+            " (id, path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _write_images(self, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """`statement` for each row, the new generation as its last value, in one transaction
+        that also records that generation; nothing at all for no rows."""
         if not rows:
             return
         with self._transaction():
             generation = self.generation + 1
-            self._db.executemany(
-                "INSERT OR IGNORE INTO images"
-                " (id, path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(*row, generation) for row in rows],
-            )
+            self._db.executemany(statement, [(*row, generation) for row in rows])
             self._set_meta("generation", str(generation))
 
     @_reported
