@@ -638,7 +638,8 @@ def bench_scale(count: int, queries: int) -> list[Row]:
 def bench_catch_up(count: int, added: int = 32) -> list[Row]:
     """Bringing a saved index up to date after a few new photos, against rebuilding it."""
     from clipcli.store import vector_index
-    from clipcli.store.catalog import Catalog, NewImage
+    from clipcli.store.catalog import Catalog
+    from clipcli.store.catalog_records import NewImage
 
     vectors = clustered_vectors(count + added, 512, clusters=2000, seed=1)
 

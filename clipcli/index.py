@@ -26,8 +26,8 @@ from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import model_from_environment, precision_choice
 from clipcli.store import catalog_repair, index_folder, index_registry, vector_index
-from clipcli.store.catalog import (
-    Catalog,
+from clipcli.store.catalog import Catalog
+from clipcli.store.catalog_records import (
     CatalogEntry,
     Move,
     NewImage,

@@ -15,13 +15,25 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Concatenate, NamedTuple, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from clipcli.errors import CatalogUnreadableError, ClipcliError
+from clipcli.store.catalog_records import (
+    CatalogEntry,
+    Move,
+    NewImage,
+    RecordedModel,
+    StoredImage,
+    Touch,
+    Unreadable,
+    UnreadableFile,
+    path_from,
+    path_value,
+)
+from clipcli.store.catalog_schema import MIGRATIONS, SCHEMA_VERSION, statements
 from clipcli.vectors import from_blob, to_blob
 
 if TYPE_CHECKING:
@@ -29,46 +41,6 @@ if TYPE_CHECKING:
 
 CATALOG_FILE = "catalog.sqlite3"
 
-# Numbered migrations: index i brings a catalog from schema version i to i + 1. Append, never edit.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE images (
-        id INTEGER PRIMARY KEY,
-        path TEXT NOT NULL UNIQUE,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        embedding BLOB NOT NULL,
-        indexed_at REAL NOT NULL
-    );
-    CREATE INDEX images_sha256 ON images (sha256);
-    """,
-    # Files that failed to decode, so an unchanged bad file is not decoded again on every run.
-    """
-    CREATE TABLE unreadable (
-        path TEXT PRIMARY KEY,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        reason TEXT NOT NULL
-    );
-    """,
-    # A random identity, so files derived from one catalog are never mistaken for another's.
-    """
-    INSERT INTO meta VALUES ('catalog_id', lower(hex(randomblob(16))));
-    """,
-    # The generation that last wrote each vector, so the FAISS index can catch up in place.
-    """
-    ALTER TABLE images ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX images_changed ON images (changed);
-    """,
-    # Paths that are not UTF-8 are stored as BLOBs of their bytes from here on. Versions before
-    # this one read every path as text, so the version bump makes them refuse such a catalog.
-    """
-    INSERT OR REPLACE INTO meta VALUES ('paths', 'UTF-8 text, else a BLOB of the raw bytes');
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 # SQLite errors that mean a bug in the statement clipcli sent, not a problem with the file.
 _OUR_MISTAKES = (
@@ -85,97 +57,6 @@ DAMAGED_HINT = (
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """What the catalog knows of one file, without its vector."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """One row of the images table as stored, vector included: what a repair copies over."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    embedding: bytes
-    indexed_at: float
-
-
-class RecordedModel(NamedTuple):
-    """The model a catalog's vectors were made with: its name, and its weights' tag or last
-    path."""
-
-    name: str
-    pretrained: str | None
-
-
-class Unreadable(NamedTuple):
-    """What the catalog remembers of a file that did not decode, so it is not tried again
-    until it changes."""
-
-    size: int
-    mtime_ns: int
-    reason: str
-
-
-class UnreadableFile(NamedTuple):
-    path: str
-    size: int
-    mtime_ns: int
-    reason: str
-
-
-class Move(NamedTuple):
-    """An entry's new path and stats: its vector stays."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-
-
-class Touch(NamedTuple):
-    """An entry's new stats, its content unchanged."""
-
-    id: int
-    size: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
-class NewImage:
-    """A file to add, with its embedding."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    embedding: Embeddings
-
-
-def path_value(path: str) -> str | bytes:
-    """How a path is stored: itself when it is UTF-8, else the bytes the filesystem holds."""
-    if isinstance(path, str) and not path.isascii():  # anything else is for SQLite to judge
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            return os.fsencode(path)
-    return path
-
-
-def path_from(value: str | bytes) -> str:
-    """A stored path as Python names the file (odd bytes as lone surrogates, as os.listdir)."""
-    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def unusable(path: Path, exc: sqlite3.DatabaseError) -> ClipcliError:
@@ -281,7 +162,7 @@ class Catalog:
         if version < SCHEMA_VERSION:
             self._db.execute("BEGIN IMMEDIATE")
             for number in range(version, SCHEMA_VERSION):
-                for statement in _statements(MIGRATIONS[number]):
+                for statement in statements(MIGRATIONS[number]):
                     self._db.execute(statement)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             if version == 0:
@@ -486,19 +367,6 @@ class Catalog:
             self._db.execute("DELETE FROM unreadable")
             self._db.execute("DELETE FROM meta WHERE key IN ('model', 'pretrained', 'weights')")
             self._bump()
-
-
-def _statements(script: str) -> list[str]:
-    """The SQL statements of a migration script, split where SQLite says each one ends
-    (executescript would commit the upgrade's transaction)."""
-    statements, current = [], ""
-    for part in script.split(";"):
-        current += part + ";"
-        if sqlite3.complete_statement(current):
-            if current.strip(" \n;"):
-                statements.append(current.strip())
-            current = ""
-    return statements
 
 
 class _Transaction:

@@ -33,15 +33,8 @@ import numpy as np
 
 from clipcli.errors import ClipcliError
 from clipcli.progress import ProgressReporter
-from clipcli.store.catalog import (
-    CATALOG_FILE,
-    SCHEMA_VERSION,
-    Catalog,
-    StoredImage,
-    UnreadableFile,
-    path_from,
-    unusable,
-)
+from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION, Catalog, unusable
+from clipcli.store.catalog_records import StoredImage, UnreadableFile, path_from
 
 BUILD_PREFIX = ".catalog-repair-"
 DAMAGED_INFIX = ".damaged-"

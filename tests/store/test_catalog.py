@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from clipcli.errors import ClipcliError
-from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog, NewImage
+from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog
+from clipcli.store.catalog_records import NewImage
 from clipcli.vectors import from_blob, to_blob
 
 DIM = 8

@@ -20,14 +20,8 @@ from conftest import snapshot
 from clipcli.errors import ClipcliError
 from clipcli.progress import NoProgress
 from clipcli.store import catalog_repair
-from clipcli.store.catalog import (
-    CATALOG_FILE,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    Catalog,
-    NewImage,
-    StoredImage,
-)
+from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog
+from clipcli.store.catalog_records import NewImage, StoredImage
 from clipcli.vectors import to_blob
 
 PAGE = 4096

@@ -156,7 +156,7 @@ def test_a_saved_exact_index_reads_back_and_answers_the_same(tmp_path):
 
 
 def fill(catalog, paths: range, seed: int) -> None:
-    from clipcli.store.catalog import NewImage
+    from clipcli.store.catalog_records import NewImage
 
     vectors = clustered(len(paths), seed=seed)
     catalog.add(

@@ -1,0 +1,61 @@
+"""The catalog's schema as numbered migrations, and how one is split into statements."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Numbered migrations: index i brings a catalog from schema version i to i + 1. Append, never edit.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE images (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        embedding BLOB NOT NULL,
+        indexed_at REAL NOT NULL
+    );
+    CREATE INDEX images_sha256 ON images (sha256);
+    """,
+    # Files that failed to decode, so an unchanged bad file is not decoded again on every run.
+    """
+    CREATE TABLE unreadable (
+        path TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    """,
+    # A random identity, so files derived from one catalog are never mistaken for another's.
+    """
+    INSERT INTO meta VALUES ('catalog_id', lower(hex(randomblob(16))));
+    """,
+    # The generation that last wrote each vector, so the FAISS index can catch up in place.
+    """
+    ALTER TABLE images ADD COLUMN changed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX images_changed ON images (changed);
+    """,
+    # Paths that are not UTF-8 are stored as BLOBs of their bytes from here on. Versions before
+    # this one read every path as text, so the version bump makes them refuse such a catalog.
+    """
+    INSERT OR REPLACE INTO meta VALUES ('paths', 'UTF-8 text, else a BLOB of the raw bytes');
+    """,
+)
+
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> list[str]:
+    """The SQL statements of a migration script, split where SQLite says each one ends
+    (executescript would commit the upgrade's transaction)."""
+    statements, current = [], ""
+    for part in script.split(";"):
+        current += part + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
