@@ -316,6 +316,7 @@ def bench_precisions(photos: list[Path], checkpoint: Path, batch: int) -> list[R
 def int8_variant_rows(spec: object) -> list[Row]:
     """Which int8 variant this CPU keeps for a model, and how every variant tried agreed."""
     from clipcli.encoders import choose as backend_choice
+    from clipcli.encoders import tower_checks
     from clipcli.encoders.export_cache import ExportFolder
     from clipcli.models import cpu
 
@@ -334,7 +335,7 @@ def int8_variant_rows(spec: object) -> list[Row]:
             int8.get("cosine", 0.0),
             f"cosine ({int8.get('variant', 'none')})",
             target=">= 0.999 or refused",
-            met=int8.get("cosine", 0.0) >= backend_choice.AUTO_MIN_COSINE or chosen != "int8",
+            met=int8.get("cosine", 0.0) >= tower_checks.AUTO_MIN_COSINE or chosen != "int8",
         )
     ]
 

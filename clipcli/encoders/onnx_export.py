@@ -1,9 +1,10 @@
-"""The model's image tower exported once to ONNX, and the torch-free image encoder over it.
+"""The model's image tower exported once to ONNX, and the helpers every tower export uses.
 
 Exports are cached per model fingerprint (export_cache.py). The image tower is exported in fp32,
 with calibration pixels and torch fp32's embeddings of them saved beside it; tower_checks.py
-measures, per CPU, how well and how fast fp32 and int8 run there, and backend_choice.py picks
-one for each job. The text tower is text_tower.py's; the export helpers here serve both.
+measures, per CPU, how well and how fast fp32 and int8 run there; choose.py picks one for
+each job, and onnx_image.py runs it without torch. The text tower is text_tower.py's; the
+export helpers here serve both.
 """
 
 from __future__ import annotations

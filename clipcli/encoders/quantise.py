@@ -44,7 +44,7 @@ def quantise(fp32: Path, variant: Int8Variant, int8: Path) -> None:
     """Quantise the saved optimised graph of `fp32` into the saved optimised graph of `int8`.
 
     Only matrix products are quantised: ONNX Runtime's integer convolution is slower than its
-    float one, and a ViT's patch embedding is exported as a MatMul anyway (onnx_towers.py).
+    float one, and a ViT's patch embedding is exported as a MatMul anyway (onnx_export.py).
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic

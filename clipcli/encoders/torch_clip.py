@@ -1,4 +1,4 @@
-"""open_clip model loading and batched encoding of images and text.
+"""The torch backend: an open_clip model loaded in fp32, encoding images and text.
 
 torch and open_clip are imported inside the functions that need them: importing them costs
 seconds, and `--help` or a bad argument should answer at once.
