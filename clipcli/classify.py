@@ -62,9 +62,9 @@ def classify_paths(
         # Labels that are not cached need the whole model: then its image side is loaded with
         # it (torch's start-up is paid anyway), instead of an exported tower beside it.
         if cache.missing(spec.fingerprint, templates.digest, labels):
-            encoder: ImageEncoder = load_encoder(spec, device, chosen, progress, len(files))
+            encoder: ImageEncoder = load_encoder(spec, device, chosen, progress, len(files), files)
         else:
-            encoder = load_image_encoder(spec, device, chosen, progress, len(files))
+            encoder = load_image_encoder(spec, device, chosen, progress, len(files), files)
         progress.advance(1)
         text_side = _TextOnDemand(spec, full_model(encoder, spec, device, chosen))
         text = label_embeddings(text_side, labels, templates, cache, progress)

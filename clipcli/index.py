@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clipcli.encoders import text_tower
 from clipcli.encoders.batching import embed_files
+from clipcli.encoders.calibration import USER_PHOTOS
 from clipcli.encoders.choose import load_image_encoder, requested_spec
 from clipcli.encoders.protocols import ImageEncoder
 from clipcli.errors import ModelMismatchError, UsageError
@@ -162,6 +163,7 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     files = _scan(job.roots, job.include_hidden)
     plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress)
     if plan.to_encode:  # before the first write: a model that cannot load changes nothing
+        encoder.photos = [Path(file.path) for file, _ in plan.to_encode[:USER_PHOTOS]]
         _load_for(encoder, len(plan.to_encode), job.progress)
     recorded = (RecordedModel(spec.name, spec.pretrained), spec.weights_id)
     if (catalog.model(), catalog.weights()) != recorded:
@@ -185,12 +187,13 @@ class _OnDemand:
     precision: str
     progress: ProgressReporter
     loaded: ImageEncoder | None = None
+    photos: Sequence[Path] = ()  # the job's own: a model exported now is calibrated on them
 
     def load(self, images: int | None = None) -> ImageEncoder:
         """The encoder for a job of `images` images (auto weighs start-up against speed)."""
         if self.loaded is None:
             self.loaded = load_image_encoder(
-                self.spec, self.device, self.precision, self.progress, images
+                self.spec, self.device, self.precision, self.progress, images, self.photos
             )
         return self.loaded
 

@@ -1,22 +1,25 @@
 """Which image backend runs a job: agreement gates, then speed and start-up decide.
 
-A backend is a candidate for `auto` only if its embeddings agree with torch fp32 to
-AUTO_MIN_COSINE on this CPU (tower_checks.py measures that). Among candidates the one that
-finishes the job first wins: start-up plus images over rate. Importing torch and loading a
-model costs seconds, so a few photos go through an exported tower even where torch would be a
-little faster per image; a library of thousands goes through whichever is fastest per image.
+A backend is a candidate for `auto` only if its embeddings keep the gate against torch fp32 on
+this CPU: every figure of agreement.py at its floor (tower_checks.py measures them). Among
+candidates the one that finishes the job first wins: start-up plus images over rate.
+Importing torch and loading a model costs seconds, so a few photos go through an exported tower
+even where torch would be a little faster per image; a library of thousands goes through
+whichever is fastest per image.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clipcli.encoders import torch_clip
+from clipcli.encoders.agreement import passes
 from clipcli.encoders.protocols import ImageEncoder
 from clipcli.encoders.torch_clip import Encoder
-from clipcli.encoders.tower_checks import AUTO_MIN_COSINE, MIN_COSINE
+from clipcli.encoders.tower_checks import AUTO_FLOORS, MIN_COSINE
 from clipcli.errors import UsageError
 from clipcli.models.device import accelerator_possible, cpu_has_bf16, pick_device
 from clipcli.models.names import ModelSpec, resolve_model_spec, spec_without_open_clip
@@ -42,9 +45,14 @@ def job_seconds(figures: dict[str, Any], images: int) -> float:
     return float(figures.get("start_s", 0.0)) + images / rate
 
 
-def faithful(record: dict[str, Any], kind: str, floor: float = AUTO_MIN_COSINE) -> bool:
-    """Whether `kind` ran on this CPU and agreed with torch fp32 to `floor`."""
-    return float(record.get(kind, {}).get("cosine", 0.0)) >= floor
+def faithful(record: dict[str, Any], kind: str) -> bool:
+    """Whether `kind` ran on this CPU and kept the gate against torch fp32 there."""
+    return passes(record.get(kind, {}), AUTO_FLOORS)
+
+
+def acceptable(record: dict[str, Any], kind: str) -> bool:
+    """Whether `kind`, asked for by name, agrees with torch fp32 closely enough to be used."""
+    return float(record.get(kind, {}).get("cosine", 0.0)) >= MIN_COSINE[kind]
 
 
 def fastest(record: dict[str, Any] | None, images: int | None = None) -> str:
@@ -80,17 +88,18 @@ def load_encoder(
     precision: str = "auto",
     progress: ProgressReporter | None = None,
     images: int | None = None,
+    photos: Sequence[Path] = (),
 ) -> Encoder:
     """The open_clip model, its image tower on the backend `precision` asks for.
 
     `images` is how many images the job will embed, if known: with `auto`, it weighs each
     backend's start-up against its speed. `progress` hears of the one long step a first run
-    may take: exporting the image tower.
+    may take: exporting the image tower, calibrated on the first of `photos` (the job's own).
     """
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision '{precision}'", hint=f"use {', '.join(PRECISIONS)}")
     encoder = torch_clip.load(spec, pick_device(device))
-    _select_backend(encoder, precision, progress or NoProgress(), images)
+    _select_backend(encoder, precision, progress or NoProgress(), images, photos)
     return encoder
 
 
@@ -100,6 +109,7 @@ def load_image_encoder(
     precision: str = "auto",
     progress: ProgressReporter | None = None,
     images: int | None = None,
+    photos: Sequence[Path] = (),
 ) -> ImageEncoder:
     """The image side of `load_encoder(spec, device, precision)`, without torch when it can be.
 
@@ -113,7 +123,7 @@ def load_image_encoder(
         exported = exported_image_encoder(spec, images, progress)
         if exported is not None:
             return exported
-    return load_encoder(spec, device, precision, progress, images)
+    return load_encoder(spec, device, precision, progress, images, photos)
 
 
 def exported_image_encoder(
@@ -146,7 +156,11 @@ def full_model(
 
 
 def _select_backend(
-    encoder: Encoder, precision: str, progress: ProgressReporter, images: int | None
+    encoder: Encoder,
+    precision: str,
+    progress: ProgressReporter,
+    images: int | None,
+    photos: Sequence[Path],
 ) -> None:
     """Switch the image tower to the backend asked for, or to the one that finishes first."""
     from clipcli.encoders import onnx_export
@@ -168,27 +182,29 @@ def _select_backend(
                 hint="use --device cpu, and pip install onnxruntime if it is missing",
             )
         kind = "fp32" if precision == "onnx" else "int8"
-        _use_onnx(encoder, _checked_record(encoder, kind, progress), kind, images)
+        _use_onnx(encoder, _checked_record(encoder, kind, progress, photos), kind, images)
     elif on_cpu:
-        record = cpu_record(onnx_export.prepare_image_towers(encoder, progress))
+        record = cpu_record(onnx_export.prepare_image_towers(encoder, progress, photos))
         kind = fastest(record, images)
         if record is not None and kind != "torch":
             _use_onnx(encoder, record, kind, images)
 
 
-def _checked_record(encoder: Encoder, kind: str, progress: ProgressReporter) -> dict[str, Any]:
+def _checked_record(
+    encoder: Encoder, kind: str, progress: ProgressReporter, photos: Sequence[Path]
+) -> dict[str, Any]:
     """This CPU's record of the export, if `kind` agrees with torch well enough to be asked for."""
     from clipcli.encoders import onnx_export
     from clipcli.encoders.tower_checks import cpu_record
 
-    meta = onnx_export.prepare_image_towers(encoder, progress)
+    meta = onnx_export.prepare_image_towers(encoder, progress, photos)
     if "image_export_error" in meta:
         raise UsageError(
             f"{encoder.spec.describe()} cannot be exported to ONNX ({meta['image_export_error']})",
             hint="use --precision fp32",
         )
     record = cpu_record(meta) or {}
-    if not faithful(record, kind, MIN_COSINE[kind]):
+    if not acceptable(record, kind):
         cosine = float(record.get(kind, {}).get("cosine", 0.0))
         raise UsageError(
             f"the ONNX export of {encoder.spec.describe()} does not agree with torch "

@@ -32,9 +32,10 @@ if TYPE_CHECKING:
     from clipcli.models.names import ModelSpec
 
 # What the files of an export folder look like; a folder of another layout is exported again.
-LAYOUT = 5
+LAYOUT = 6
 CALIBRATION_FILE = "calibration.npy"  # pixels, [n, 3, size, size] float32
 REFERENCE_FILE = "reference.npy"  # torch fp32's unit embeddings of them, [n, dim] float32
+QUERIES_FILE = "captions.npy"  # torch fp32's unit embeddings of captions, [m, dim] float32
 USED_STAMP = "used.stamp"  # its mtime: when the export was last used
 # A run that opens an export touches the stamp at most this often: "last used" is for cleaning
 # up after days and weeks, and a search should not pay a write for it each time.
@@ -163,25 +164,33 @@ class ExportFolder:
         towers = ["image-fp32"] if meta.get("image_exported") else []
         towers += ["text-fp32"] if meta.get("text_ok") else []
         towers += [
-            f"image-int8-{record['int8']['variant']}"
+            record["int8"]["graph"]
             for record in meta.get("cpus", {}).values()
-            if "variant" in record.get("int8", {})
+            if "graph" in record.get("int8", {})
         ]
-        calibration = [self.path / CALIBRATION_FILE, self.path / REFERENCE_FILE]
+        calibration = [
+            self.path / name for name in (CALIBRATION_FILE, REFERENCE_FILE, QUERIES_FILE)
+        ]
         return all(self.graph_saved(self.tower(name)) for name in towers) and (
             not meta.get("image_exported") or all(path.is_file() for path in calibration)
         )
 
-    def save_calibration(self, pixels: np.ndarray, reference: np.ndarray) -> None:
-        for name, array in ((CALIBRATION_FILE, pixels), (REFERENCE_FILE, reference)):
+    def save_calibration(
+        self, pixels: np.ndarray, reference: np.ndarray, queries: np.ndarray
+    ) -> None:
+        saved = ((CALIBRATION_FILE, pixels), (REFERENCE_FILE, reference), (QUERIES_FILE, queries))
+        for name, array in saved:
             tmp = self.path / f".{name}.tmp"
             with open(tmp, "wb") as handle:
                 np.save(handle, np.ascontiguousarray(array, dtype=np.float32))
             os.replace(tmp, self.path / name)
 
-    def calibration(self) -> tuple[np.ndarray, np.ndarray]:
-        """(pixels, torch fp32's embeddings of them) that backends are checked against."""
-        return np.load(self.path / CALIBRATION_FILE), np.load(self.path / REFERENCE_FILE)
+    def calibration(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pixels, torch fp32's embeddings of them, torch fp32's embeddings of the calibration
+        captions) that backends are checked against."""
+        return tuple(  # type: ignore[return-value]
+            np.load(self.path / name) for name in (CALIBRATION_FILE, REFERENCE_FILE, QUERIES_FILE)
+        )
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """The model's image tower exported once to ONNX, and the helpers every tower export uses.
 
 Exports are cached per model fingerprint (export_cache.py). The image tower is exported in fp32,
-with calibration pixels and torch fp32's embeddings of them saved beside it; tower_checks.py
+with calibration pixels (calibration.py) and torch fp32's embeddings of them and of captions
+saved beside it; tower_checks.py
 measures, per CPU, how well and how fast fp32 and int8 run there; choose.py picks one for
 each job, and onnx_image.py runs it without torch. The text tower is text_tower.py's; the
 export helpers here serve both.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipcli.encoders.calibration import CAPTIONS, calibration_images
 from clipcli.encoders.export_cache import ExportFolder
 from clipcli.encoders.onnx_sessions import (
     save_optimised,
@@ -72,32 +74,11 @@ def finish(plain: Path) -> None:
     plain.unlink()
 
 
-def calibration_images(size: int, count: int = 8) -> list[Image.Image]:
-    """Photo-like images (smooth colour fields with fine grain) and drawings of solid shapes.
-
-    Pure noise flatters quantised models; smooth structure with edges is closer to photos, and
-    flat shapes on plain backgrounds are the other extreme of what users index.
-    """
-    from PIL import Image
-
-    from clipcli.shapes import draw_shape
-
-    rng = np.random.default_rng(0)
-    images = []
-    for _ in range(count):
-        coarse = Image.fromarray((rng.random((6, 6, 3)) * 255).astype(np.uint8))
-        smooth = np.asarray(coarse.resize((size, size), Image.BICUBIC), dtype=np.float32)
-        grain = rng.normal(0.0, 12.0, smooth.shape)
-        images.append(Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)))
-        images.append(draw_shape(rng, size=(size, size))[0])
-    return images
-
-
 def prepare_image_towers(
-    encoder: Encoder, progress: ProgressReporter | None = None
+    encoder: Encoder, progress: ProgressReporter | None = None, photos: Sequence[Path] = ()
 ) -> dict[str, Any]:
     """Export the image tower once per model, and check its backends once per CPU; returns what
-    export.json records.
+    export.json records. The first of `photos` that decode (the job's own) calibrate it.
 
     A model the exporter cannot handle is recorded as such (`image_export_error`), so the
     export is not tried again on every run.
@@ -113,7 +94,7 @@ def prepare_image_towers(
         if first:
             progress.phase("Preparing the fast CPU path (once per model)", 1)
             try:
-                _export_image_tower(encoder, folder)
+                _export_image_tower(encoder, folder, photos)
             except Exception as exc:  # an architecture the exporter cannot handle keeps torch
                 record_failure(folder, exc, "image_export_error")
                 progress.advance(1)
@@ -126,16 +107,17 @@ def prepare_image_towers(
         return folder.read_meta()
 
 
-def _export_image_tower(encoder: Encoder, folder: ExportFolder) -> None:
+def _export_image_tower(encoder: Encoder, folder: ExportFolder, photos: Sequence[Path]) -> None:
     import torch
 
-    images = calibration_images(encoder.input_size)
+    images = calibration_images(encoder.input_size, photos)
     pixels = torch.stack([encoder.preprocess(image) for image in images])
     with _patches_as_matmul(encoder.model):
         tower = tower_module(encoder.model, "encode_image")
         export_tower(tower, pixels[:2], folder.tower("image-fp32"), "pixels")
     finish(folder.tower("image-fp32"))
-    folder.save_calibration(pixels.numpy(), encoder.encode_images_torch(pixels))
+    captions = encoder.encode_texts(list(CAPTIONS))
+    folder.save_calibration(pixels.numpy(), encoder.encode_images_torch(pixels), captions)
     folder.update_meta(image_exported=True, **_torch_free_inputs(encoder, images))
 
 

@@ -52,6 +52,16 @@ def signature() -> str:
     return " ".join([platform.machine().lower() or "unknown", *flags()])
 
 
+# Instructions that sum int8 products into 32 bits: with them int8 x int8 cannot saturate.
+INT8_DOT_PRODUCTS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def int8_dot_products() -> bool:
+    """Whether this CPU sums int8 products exactly (VNNI, AMX, ARM's dot products): there
+    signed int8 weights are both exact and the fastest; elsewhere they can saturate."""
+    return any(flag in INT8_DOT_PRODUCTS for flag in flags())
+
+
 def _numpy_flags() -> list[str]:
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features

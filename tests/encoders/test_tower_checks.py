@@ -1,6 +1,7 @@
 """Each exported backend is checked and timed on the CPU it runs on, and int8 keeps its contract
-on every CPU: refused below its floor, batch-independent when it runs, chosen by auto only at
-0.999. Tests read the machine's own answer from export.json, and force the other outcome.
+on every CPU: refused below its floor, batch-independent when it runs, chosen by auto only when
+every figure of the gate holds. Tests read the machine's own answer from export.json, and
+force the other outcome.
 
 The tests marked `backends` run again under `make test-avx2`, on an emulated CPU with AVX2 and
 no AVX-512, whose int8 kernels are the ones most laptops run."""
@@ -13,6 +14,7 @@ import torch
 from conftest import edit_cpu_record, own_fingerprint, without_torch
 
 from clipcli.encoders import choose, tower_checks
+from clipcli.encoders.agreement import FLOORS, Agreement
 from clipcli.encoders.choose import load_encoder
 from clipcli.encoders.export_cache import ExportFolder
 from clipcli.encoders.quantise import VARIANTS
@@ -20,6 +22,7 @@ from clipcli.errors import UsageError
 from clipcli.models import cpu
 
 VARIANT_NAMES = [variant.name for variant in VARIANTS]
+SMOOTH = tower_checks.variants_for_this_cpu()[-1].name
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,8 @@ def distorting(monkeypatch, amounts: dict[str, float]) -> None:
 
     def runner(path, *args, **kwargs):
         run = real(path, *args, **kwargs)
-        amount = next((a for name, a in amounts.items() if path.stem.endswith(f"-{name}")), 0.0)
+        stem = path.stem
+        amount = next((a for name, a in amounts.items() if f"image-int8-{name}" in stem), 0.0)
         if not amount:
             return run
         return lambda batch: tower_checks.normalise(
@@ -60,6 +64,12 @@ def distorting(monkeypatch, amounts: dict[str, float]) -> None:
     monkeypatch.setattr(tower_checks, "per_image_runner", runner)
 
 
+def judged(monkeypatch, cosine: float = 1.0, centred: float = 1.0, top5=1.0, labels=1.0) -> None:
+    """Every backend checked from now on gets these figures."""
+    figures = Agreement(cosine, centred, top5, labels)
+    monkeypatch.setattr(tower_checks.Calibration, "judge", lambda self, run: figures)
+
+
 @pytest.mark.backends
 def test_every_backend_is_measured_here_and_recorded_under_this_cpu(own_vit, batch):
     encoder = load_encoder(own_vit, "cpu", "auto")
@@ -67,7 +77,7 @@ def test_every_backend_is_measured_here_and_recorded_under_this_cpu(own_vit, bat
     assert set(record) == {"torch", "fp32", "int8"}
     assert record["torch"]["rate"] > 0 and record["torch"]["estimated"] is False
     for kind in ("fp32", "int8"):
-        assert {"cosine", "rate", "start_s"} <= record[kind].keys()
+        assert {"cosine", "centred", "top5", "labels", "rate", "start_s"} <= record[kind].keys()
     assert record["int8"]["variant"] in VARIANT_NAMES
     assert record["int8"]["variant"] in record["int8"]["tried"]
     chosen = choose.fastest(record)
@@ -92,7 +102,7 @@ def test_int8_is_accepted_or_refused_on_this_cpu_as_its_record_says(vit_spec, ba
 
 @pytest.mark.backends
 def test_a_backend_below_its_floor_is_refused_and_auto_keeps_torch(own_vit, monkeypatch):
-    monkeypatch.setattr(tower_checks, "lowest_cosine", lambda a, b: 0.97)
+    judged(monkeypatch, cosine=0.97, centred=0.9)
     assert load_encoder(own_vit, "cpu", "auto").backend == "torch-fp32"
     for precision in ("onnx", "int8"):
         with pytest.raises(UsageError, match=r"does not agree with torch \(lowest cosine 0.9700\)"):
@@ -101,7 +111,7 @@ def test_a_backend_below_its_floor_is_refused_and_auto_keeps_torch(own_vit, monk
 
 @pytest.mark.backends
 def test_an_accepted_int8_embeds_each_image_alone(own_vit, batch, monkeypatch):
-    monkeypatch.setattr(tower_checks, "lowest_cosine", lambda a, b: 1.0)  # int8 accepted here
+    judged(monkeypatch)  # int8 accepted here
     encoder = load_encoder(own_vit, "cpu", "int8")
     assert encoder.backend == "onnx-int8"
     alone = np.concatenate([encoder.encode_images(batch[i : i + 1]) for i in range(len(batch))])
@@ -110,37 +120,48 @@ def test_an_accepted_int8_embeds_each_image_alone(own_vit, batch, monkeypatch):
 
 
 @pytest.mark.backends
-def test_auto_takes_int8_only_from_0999(own_vit):
+@pytest.mark.parametrize("figure", sorted(FLOORS))
+def test_auto_takes_int8_only_with_every_figure_at_its_floor(own_vit, figure):
     load_encoder(own_vit, "cpu", "auto")
-    for cosine, chosen in [(0.9989, "onnx-fp32"), (0.9990, "onnx-int8"), (0.9995, "onnx-int8")]:
+    exact = {"cosine": 1.0, "centred": 1.0, "top5": 1.0, "labels": 1.0}
+    for value, chosen in [(FLOORS[figure] - 0.0001, "onnx-fp32"), (FLOORS[figure], "onnx-int8")]:
         edit_cpu_record(
             own_vit,
             torch={"rate": 0.001},
-            fp32={"cosine": 1.0, "rate": 1.0},
-            int8={"cosine": cosine, "rate": 1000.0},
+            fp32={**exact, "rate": 1.0},
+            int8={**exact, figure: value, "rate": 1000.0},
         )
-        assert load_encoder(own_vit, "cpu", "auto").backend == chosen, cosine
+        assert load_encoder(own_vit, "cpu", "auto").backend == chosen, (figure, value)
 
 
-def test_the_first_int8_variant_that_agrees_on_this_cpu_is_kept(own_vit, monkeypatch):
-    distorting(monkeypatch, {"s8": 1.0})  # as on AVX2, where s8's pair sums saturate
+def test_the_first_int8_variant_that_keeps_the_gate_is_kept(own_vit, monkeypatch):
+    distorting(monkeypatch, {"s8": 1.0})  # as on trained weights: plain int8 fails the gate
     load_encoder(own_vit, "cpu", "auto")
     int8 = this_cpu(own_vit)["int8"]
-    assert int8["variant"] == "u8"
-    assert list(int8["tried"]) == ["s8", "u8"]  # s7c was not needed
-    assert int8["tried"]["s8"]["cosine"] < tower_checks.AUTO_MIN_COSINE <= int8["cosine"]
+    assert int8["variant"] == SMOOTH and int8["refused"] is None
+    assert list(int8["tried"]) == ["s8", SMOOTH]
+    assert int8["tried"]["s8"]["centred"] < FLOORS["centred"] <= int8["centred"]
+    assert 0 <= int8["fp32_kept"] < int8["products"]
+    assert int8["counts"][str(int8["fp32_kept"])] is True
     folder = ExportFolder.for_spec(own_vit)
-    assert folder.graph_saved(folder.tower("image-int8-u8"))
+    assert folder.graph_saved(folder.tower(int8["graph"]))
     assert not folder.graph_saved(folder.tower("image-int8-s8"))  # not kept: tens of MB
+    assert sorted(p.name for p in folder.path.glob("image-int8-*")) == [
+        f"{int8['graph']}.opt.onnx",
+        f"{int8['graph']}.opt.weights",
+    ]  # the sweep's probes are gone
 
 
-def test_with_no_variant_agreeing_the_closest_is_kept_for_explicit_use_only(own_vit, monkeypatch):
-    distorting(monkeypatch, {"s8": 1.0, "u8": 0.1, "s7c": 0.05})
+def test_with_no_variant_keeping_the_gate_the_closest_is_kept_for_explicit_use_only(
+    own_vit, monkeypatch
+):
+    distorting(monkeypatch, {"s8": 1.0, "smooth": 0.05})
     encoder = load_encoder(own_vit, "cpu", "auto")
     int8 = this_cpu(own_vit)["int8"]
-    assert list(int8["tried"]) == VARIANT_NAMES
-    assert int8["variant"] == max(int8["tried"], key=lambda name: int8["tried"][name]["cosine"])
-    assert int8["cosine"] < tower_checks.AUTO_MIN_COSINE
+    assert list(int8["tried"]) == ["s8", SMOOTH]
+    assert int8["variant"] == max(int8["tried"], key=lambda name: int8["tried"][name]["centred"])
+    assert int8["centred"] < FLOORS["centred"]
+    assert "centred" in int8["refused"] and SMOOTH in int8["refused"]  # why, in export.json
     assert encoder.backend != "onnx-int8"
     if int8["cosine"] >= tower_checks.MIN_COSINE["int8"]:
         assert load_encoder(own_vit, "cpu", "int8").backend == "onnx-int8"
@@ -170,17 +191,19 @@ def test_an_export_from_another_cpu_is_checked_here_without_torch(own_vit):
 def test_a_variant_unfaithful_on_the_new_cpu_is_replaced_there(own_vit, monkeypatch):
     monkeypatch.setattr(cpu, "signature", lambda: "test-cpu-with-vnni")
     with monkeypatch.context() as there:
-        there.setattr(tower_checks, "lowest_cosine", lambda a, b: 1.0)
+        judged(there)
         load_encoder(own_vit, "cpu", "auto")
     assert this_cpu(own_vit)["int8"]["variant"] == "s8"
 
     monkeypatch.setattr(cpu, "signature", lambda: "test-cpu-avx2-only")
+    monkeypatch.setattr(cpu, "int8_dot_products", lambda: False)
     distorting(monkeypatch, {"s8": 1.0})
     assert choose.exported_image_encoder(own_vit) is not None  # checked here, no torch
-    assert this_cpu(own_vit)["int8"]["variant"] == "u8"
+    there = this_cpu(own_vit)["int8"]
+    assert there["variant"] == "smooth-u8"  # uint8 weights, which AVX2 sums without saturating
     folder = ExportFolder.for_spec(own_vit)
-    for variant in ("s8", "u8"):  # each CPU's record still names a graph on disk
-        assert folder.graph_saved(folder.tower(f"image-int8-{variant}"))
+    for graph in ("image-int8-s8", there["graph"]):  # each CPU's record still names a graph
+        assert folder.graph_saved(folder.tower(graph))
 
 
 def test_a_few_images_skip_torch_even_where_it_is_faster_per_image(own_vit):
@@ -189,7 +212,7 @@ def test_a_few_images_skip_torch_even_where_it_is_faster_per_image(own_vit):
         own_vit,
         torch={"rate": 1000.0, "start_s": 5.0},
         fp32={"cosine": 1.0, "rate": 100.0, "start_s": 0.1},
-        int8={"cosine": 0.9, "rate": 100.0},
+        int8={"centred": 0.9, "rate": 100.0},
     )
     assert choose.exported_image_encoder(own_vit, images=4).backend == "onnx-fp32"
     assert choose.exported_image_encoder(own_vit, images=100_000) is None  # torch then
