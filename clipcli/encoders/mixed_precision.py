@@ -1,11 +1,12 @@
 """Which matrix products to leave in fp32 so that an int8 graph keeps the gate.
 
-A few products carry most of int8's error: in all-MiniLM-L6-v2 the feed-forward outputs,
-whose inputs are GELU activations with outliers, come first in every sweep. Quantising all but
-those keeps most of int8's speed. The products are ranked by the error int8 makes in each one
-alone, on the calibration inputs (cheap: numpy on captured activations); then the fewest of the
-top-ranked that must stay fp32 are found by trying doubling counts and bisecting, each try a
-real quantised graph judged end to end.
+A few products carry most of int8's error, and quantising all but those keeps most of int8's
+speed: on all-MiniLM-L6-v2, with its outlier channels split out, all but 2 of 36. Products
+are ranked by how far rounding each one alone moves the tower's output (ranking them by the
+error each makes on its own output did badly: with SmoothQuant it needed 27 fp32 products
+where this needed 8-10); then the fewest of the top-ranked that must stay fp32 are found by
+trying doubling counts and bisecting, each try a real quantised graph judged end to end on
+this CPU's kernels.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipcli.encoders.agreement import FLOORS, Agreement, passes
-from clipcli.encoders.quantise import Int8Variant, calibration_ranges, prepared_graph, quantise
+from clipcli.encoders.quantise import (
+    Int8Variant,
+    Prepared,
+    calibration_ranges,
+    prepared_graph,
+    quantise,
+)
 from clipcli.vectors import normalise
 
 if TYPE_CHECKING:
@@ -39,10 +46,10 @@ class Mix:
 
 @dataclass(frozen=True)
 class MixedGraph:
-    """A smoothed graph, the products to leave fp32 when it is quantised, and where that
+    """A prepared graph, the products to leave fp32 when it is quantised, and where that
     quantised graph was saved (None where no count kept the gate)."""
 
-    graph: onnx.ModelProto
+    prepared: Prepared
     mix: Mix
     products: int
     saved: Path | None
@@ -62,19 +69,20 @@ def find_mix(
     path_for: Callable[[list[str]], Path],
     floors: dict[str, float] = FLOORS,
 ) -> MixedGraph:
-    """Smooth the saved fp32 graph of `fp32` on the calibration `feeds` (one input each, as
-    int8 runs them), rank its products, and find the fewest to leave fp32 for which `judge`,
-    given a quantised graph saved at path_for(products left fp32), keeps every floor.
+    """Prepare the saved fp32 graph of `fp32` for `variant` on the calibration `feeds` (one
+    input each, as int8 runs them), rank its products, and find the fewest to leave fp32 for
+    which `judge`, given a quantised graph saved at path_for(products left fp32), keeps every
+    floor.
 
     Only the graph found is left on disk; every other one tried is removed.
     """
-    graph = prepared_graph(fp32, variant, calibration_ranges(fp32, variant, feeds))
-    order = sensitivity_order(graph, feeds[:SENSITIVITY_SAMPLES], variant.per_channel)
+    prepared = prepared_graph(fp32, variant, calibration_ranges(fp32, variant, feeds))
+    order = sensitivity_order(prepared, feeds[:SENSITIVITY_SAMPLES], variant.per_channel)
     best: list[Path] = []
 
     def keeps_gate(keep: list[str]) -> bool:
         path = path_for(keep)
-        quantise(graph, variant, path, keep)
+        quantise(prepared, variant, path, keep)
         if not passes(judge(path).to_dict(), floors):
             _remove(path)
             return False
@@ -90,7 +98,7 @@ def find_mix(
         for path in best:
             _remove(path)
         raise
-    return MixedGraph(graph, mix, len(order), best[0] if best else None)
+    return MixedGraph(prepared, mix, len(order), best[0] if best else None)
 
 
 def _remove(tower: Path) -> None:
@@ -101,9 +109,10 @@ def _remove(tower: Path) -> None:
 
 
 def sensitivity_order(
-    graph: onnx.ModelProto, samples: Sequence[dict[str, np.ndarray]], per_channel: bool = True
+    prepared: Prepared, samples: Sequence[dict[str, np.ndarray]], per_channel: bool = True
 ) -> list[str]:
-    """The weight MatMuls of `graph`, the one int8 hurts most first.
+    """The weight products of a prepared graph (graph_products.weight_products) that int8 may
+    take, the one it hurts most first.
 
     Each product is quantised alone, in fp32 arithmetic (DynamicQuantizeLinear and
     DequantizeLinear before it, its weight rounded to 8 bits), and scored by how far the
@@ -111,17 +120,12 @@ def sensitivity_order(
     them. One session serves every product: a flag per product, fed at each run, switches its
     rounding on.
     """
-    import onnxruntime as ort
+    from clipcli.encoders.graph_products import weight_products
+    from clipcli.encoders.onnx_sessions import graph_session
 
-    from clipcli.encoders.smoothing import weight_products
-
-    names = [node.name for node in weight_products(graph)]
-    probe = _with_switchable_rounding(graph, per_channel)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    graph = prepared.graph
+    names = [n.name for n in weight_products(graph) if n.name not in prepared.fixed_fp32]
+    session = graph_session(_with_switchable_rounding(graph, names, per_channel))
     output = session.get_outputs()[0].name
 
     def outputs(flags: np.ndarray) -> np.ndarray:
@@ -142,9 +146,11 @@ def sensitivity_order(
 FLAGS = "clipcli_rounding_flags"
 
 
-def _with_switchable_rounding(graph: onnx.ModelProto, per_channel: bool) -> onnx.ModelProto:
-    """A copy of `graph` where product i's input and weight are rounded as dynamic int8 rounds
-    them when FLAGS[i] is true, and left exact when it is false.
+def _with_switchable_rounding(
+    graph: onnx.ModelProto, names: list[str], per_channel: bool
+) -> onnx.ModelProto:
+    """A copy of `graph` where product names[i]'s input and weight are rounded as dynamic int8
+    rounds them when FLAGS[i] is true, and left exact when it is false.
 
     Each product becomes an If over two branches, so a run pays only for the products switched
     on: mixing rounded and exact weights in the graph would read and write every weight on
@@ -153,11 +159,11 @@ def _with_switchable_rounding(graph: onnx.ModelProto, per_channel: bool) -> onnx
     import onnx as onnx_module
     from onnx import helper, numpy_helper
 
-    from clipcli.encoders.smoothing import output_axis, weight_products
+    from clipcli.encoders.graph_products import output_axis
 
     probe = onnx_module.ModelProto()
     probe.CopyFrom(graph)
-    switched = {node.name: index for index, node in enumerate(weight_products(probe))}
+    switched = {name: index for index, name in enumerate(names)}
     weights = {init.name: init for init in probe.graph.initializer}
     probe.graph.input.append(helper.make_tensor_value_info(FLAGS, 9, [len(switched)]))  # BOOL
     nodes = []

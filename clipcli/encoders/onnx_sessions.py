@@ -82,6 +82,19 @@ def session(path: Path, *, prepack: bool = True, threads: int = 0) -> Any:
     )
 
 
+def graph_session(graph: Any, *, optimise: bool = True) -> Any:
+    """A session over an in-memory onnx.ModelProto. `optimise=False` keeps every tensor of the
+    graph as it is named there, for reading intermediate values out of it."""
+    import onnxruntime as ort
+
+    options = _options()
+    if not optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(
+        graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
 def _options() -> Any:
     import onnxruntime as ort
 

@@ -6,10 +6,11 @@ weights, the activations scaled per run. Two things decide whether that is faith
   bits, which saturate; uint8 x uint8 is widened first and does not.
 - The weights: trained transformers have activation channels hundreds of times larger than
   the rest, which leave the others a few levels of a per-tensor scale. Plain dynamic int8 then
-  agrees with fp32 to a centred cosine of only 0.86 on a trained 6-layer transformer
-  (all-MiniLM-L6-v2), against 0.998 on random weights of the same shape. The `smooth` recipe
-  moves those outliers into the weights first (smoothing.py), quantises weights per channel,
-  and leaves in fp32 the MatMuls the calibration finds most sensitive (mixed_precision.py).
+  agrees with fp32 to a centred cosine of only 0.90 on a trained 6-layer transformer
+  (all-MiniLM-L6-v2), against 0.999 on random weights of the same shape. The `split` variants
+  take those outlier channels out into small fp32 products first (outliers.py), quantise
+  weights per channel, and leave in fp32 the few products the calibration finds most
+  sensitive (mixed_precision.py).
 
 Everything here is a function of an ONNX graph and calibration inputs, so the same code runs
 on a CLIP tower and on any other transformer. tower_checks.py judges each variant on the CPU
@@ -22,6 +23,7 @@ import os
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,23 +39,31 @@ class Int8Variant:
     unsigned: bool  # uint8 weights (else int8)
     per_channel: bool  # a scale per output column (else one per matrix)
     reduce_range: bool = False  # 7-bit weights
-    smoothed: bool = False  # outliers moved into the weights first (smoothing.py)
+    split: bool = False  # outlier channels split out into fp32 products first (outliers.py)
 
 
 # Plain dynamic int8 (s8) is tried first: the fastest, exact wherever int32 dot products exist
-# (VNNI, AMX, ARM's sdot), and faithful on some weights. Trained transformers need a smoothed
-# variant: outliers moved, weights per channel, the most sensitive products left fp32. Its
-# weights are int8 where the CPU sums int8 products exactly, and uint8 elsewhere: on AVX2 the
-# rows smoothing enlarges make int8 pair sums saturate (tower_checks picks by CPU).
+# (VNNI, AMX, ARM's sdot), and faithful on some weights. Trained transformers need a split
+# variant: outlier channels in fp32, weights per channel, the most sensitive products left fp32.
+# Its weights are int8 where the CPU sums int8 products exactly and uint8 elsewhere, as on AVX2
+# int8 pair sums can saturate (tower_checks picks by CPU).
 VARIANTS = (
     Int8Variant("s8", unsigned=False, per_channel=False),
-    Int8Variant("smooth-s8", unsigned=False, per_channel=True, smoothed=True),
-    Int8Variant("smooth-u8", unsigned=True, per_channel=True, smoothed=True),
+    Int8Variant("split-s8", unsigned=False, per_channel=True, split=True),
+    Int8Variant("split-u8", unsigned=True, per_channel=True, split=True),
 )
 BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 
-def load_graph(tower: Path) -> object:
+@dataclass(frozen=True)
+class Prepared:
+    """A graph as a variant quantises it, and the products it must leave fp32 whatever else."""
+
+    graph: Any  # onnx.ModelProto
+    fixed_fp32: tuple[str, ...] = ()
+
+
+def load_graph(tower: Path) -> Any:
     """The saved optimised graph of `tower` with its weights, as an onnx.ModelProto."""
     import onnx
 
@@ -64,30 +74,31 @@ def calibration_ranges(
     fp32: Path, variant: Int8Variant, batches: Iterable[dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray] | None:
     """What `variant` needs to know of the calibration inputs: None for plain dynamic int8."""
-    if not variant.smoothed:
+    if not variant.split:
         return None
-    from clipcli.encoders.smoothing import input_ranges
+    from clipcli.encoders.graph_products import input_ranges
 
     return input_ranges(load_graph(fp32), batches)
 
 
 def prepared_graph(
     fp32: Path, variant: Int8Variant, ranges: dict[str, np.ndarray] | None
-) -> object:
-    """The fp32 graph as `variant` quantises it: smoothed where the variant says so."""
+) -> Prepared:
+    """The fp32 graph as `variant` quantises it: outliers split out where it says so."""
     graph = load_graph(fp32)
-    if variant.smoothed:
-        from clipcli.encoders.smoothing import smooth
+    if not variant.split:
+        return Prepared(graph)
+    from clipcli.encoders.outliers import split_outliers
 
-        graph = smooth(graph, ranges or {})
-    return graph
+    split, fp32_products = split_outliers(graph, ranges or {})
+    return Prepared(split, tuple(fp32_products))
 
 
 def quantise(
-    graph: object, variant: Int8Variant, int8: Path, keep_fp32: Collection[str] = ()
+    prepared: Prepared, variant: Int8Variant, int8: Path, keep_fp32: Collection[str] = ()
 ) -> None:
-    """Quantise `graph` (prepared_graph) into the saved optimised graph of `int8`, leaving the
-    MatMuls named in `keep_fp32` in fp32.
+    """Quantise a prepared graph into the saved optimised graph of `int8`, leaving in fp32 the
+    products named in `keep_fp32` and those the preparation fixed.
 
     Only matrix products are quantised: ONNX Runtime's integer convolution is slower than its
     float one, and a ViT's patch embedding is exported as a MatMul anyway (onnx_export.py).
@@ -95,8 +106,10 @@ def quantise(
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    products = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gemm")]  # type: ignore[attr-defined]
-    chosen = [name for name in products if name not in set(keep_fp32)]
+    graph = prepared.graph
+    kept = {*keep_fp32, *prepared.fixed_fp32}
+    products = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gemm")]
+    chosen = [name for name in products if name not in kept]
     plain = int8.with_suffix(".tmp.onnx")
     try:
         if not chosen:  # quantize_dynamic reads an empty list as "all of them"
@@ -110,7 +123,7 @@ def quantise(
                     per_channel=variant.per_channel,
                     reduce_range=variant.reduce_range,
                     op_types_to_quantize=["MatMul", "Gemm"],
-                    nodes_to_quantize=None if not keep_fp32 else chosen,
+                    nodes_to_quantize=chosen if kept else None,
                     # The optimised graph holds ONNX Runtime's own fused operators, whose
                     # output types shape inference cannot tell: they are all float here.
                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

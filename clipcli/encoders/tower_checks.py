@@ -11,10 +11,10 @@ A record, as export.json stores it under "cpus" -> signature:
     {"torch": {"rate": 10.2, "start_s": 4.8, "estimated": false},
      "fp32": {"cosine": 1.0, "centred": 1.0, "top5": 1.0, "labels": 1.0, "rate": 12.7,
               "start_s": 0.31},
-     "int8": {"variant": "smooth-s8", "graph": "image-int8-smooth-s8-3f2a9c1e", "fp32_kept": 9,
+     "int8": {"variant": "split-s8", "graph": "image-int8-split-s8-3f2a9c1e", "fp32_kept": 2,
               "products": 48, "cosine": 0.9996, "centred": 0.9993, ..., "rate": 19.0,
               "start_s": 0.2,
-              "tried": {"s8": {"centred": 0.943, ...}, "smooth-s8": {"fp32_kept": 9, ...,
+              "tried": {"s8": {"centred": 0.943, ...}, "split-s8": {"fp32_kept": 2, ...,
                         "counts": {"0": false, "1": false, ...}}},
               "refused": null}}
 
@@ -143,10 +143,10 @@ def check_this_cpu(
 
 
 def variants_for_this_cpu() -> list[Int8Variant]:
-    """Plain dynamic int8 first (the fastest, and faithful on some weights), then the smoothed
+    """Plain dynamic int8 first (the fastest, and faithful on some weights), then the split
     mixed-precision graph with the weight type this CPU sums exactly and fastest."""
-    smooth = "smooth-s8" if cpu.int8_dot_products() else "smooth-u8"
-    return [BY_NAME["s8"], BY_NAME[smooth]]
+    split = "split-s8" if cpu.int8_dot_products() else "split-u8"
+    return [BY_NAME["s8"], BY_NAME[split]]
 
 
 def _measure(
@@ -203,9 +203,9 @@ def _int8_graph(
     folder: ExportFolder, variant: Int8Variant, calibration: Calibration
 ) -> dict[str, Any]:
     """Make `variant`'s graph from the fp32 one (kept if already made); returns its name, and
-    for a smoothed variant which products stay fp32 and what the counts tried gave."""
+    for a split variant which products stay fp32 and what the counts tried gave."""
     fp32 = folder.tower("image-fp32")
-    if not variant.smoothed:
+    if not variant.split:
         name = f"{INT8_PREFIX}{variant.name}"
         if not folder.graph_saved(folder.tower(name)):
             quantise(prepared_graph(fp32, variant, None), variant, folder.tower(name))
@@ -228,7 +228,7 @@ def _int8_graph(
     )
     name = named(found.keep_fp32)
     if found.saved is None:  # no count kept the gate: the closest, for explicit use only
-        quantise(found.graph, variant, folder.tower(name), [])
+        quantise(found.prepared, variant, folder.tower(name), [])
     counts = {str(count): kept for count, kept in sorted(found.mix.tried.items())}
     return {
         "graph": name,

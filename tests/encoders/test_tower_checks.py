@@ -22,7 +22,7 @@ from clipcli.errors import UsageError
 from clipcli.models import cpu
 
 VARIANT_NAMES = [variant.name for variant in VARIANTS]
-SMOOTH = tower_checks.variants_for_this_cpu()[-1].name
+SPLIT = tower_checks.variants_for_this_cpu()[-1].name
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,6 @@ def test_an_accepted_int8_embeds_each_image_alone(own_vit, batch, monkeypatch):
     np.testing.assert_array_equal(encoder.encode_images(batch[2:4]), alone[2:4])
 
 
-@pytest.mark.backends
 @pytest.mark.parametrize("figure", sorted(FLOORS))
 def test_auto_takes_int8_only_with_every_figure_at_its_floor(own_vit, figure):
     load_encoder(own_vit, "cpu", "auto")
@@ -138,8 +137,8 @@ def test_the_first_int8_variant_that_keeps_the_gate_is_kept(own_vit, monkeypatch
     distorting(monkeypatch, {"s8": 1.0})  # as on trained weights: plain int8 fails the gate
     load_encoder(own_vit, "cpu", "auto")
     int8 = this_cpu(own_vit)["int8"]
-    assert int8["variant"] == SMOOTH and int8["refused"] is None
-    assert list(int8["tried"]) == ["s8", SMOOTH]
+    assert int8["variant"] == SPLIT and int8["refused"] is None
+    assert list(int8["tried"]) == ["s8", SPLIT]
     assert int8["tried"]["s8"]["centred"] < FLOORS["centred"] <= int8["centred"]
     assert 0 <= int8["fp32_kept"] < int8["products"]
     assert int8["counts"][str(int8["fp32_kept"])] is True
@@ -155,13 +154,13 @@ def test_the_first_int8_variant_that_keeps_the_gate_is_kept(own_vit, monkeypatch
 def test_with_no_variant_keeping_the_gate_the_closest_is_kept_for_explicit_use_only(
     own_vit, monkeypatch
 ):
-    distorting(monkeypatch, {"s8": 1.0, "smooth": 0.05})
+    distorting(monkeypatch, {"s8": 1.0, "split": 0.05})
     encoder = load_encoder(own_vit, "cpu", "auto")
     int8 = this_cpu(own_vit)["int8"]
-    assert list(int8["tried"]) == ["s8", SMOOTH]
+    assert list(int8["tried"]) == ["s8", SPLIT]
     assert int8["variant"] == max(int8["tried"], key=lambda name: int8["tried"][name]["centred"])
     assert int8["centred"] < FLOORS["centred"]
-    assert "centred" in int8["refused"] and SMOOTH in int8["refused"]  # why, in export.json
+    assert "centred" in int8["refused"] and SPLIT in int8["refused"]  # why, in export.json
     assert encoder.backend != "onnx-int8"
     if int8["cosine"] >= tower_checks.MIN_COSINE["int8"]:
         assert load_encoder(own_vit, "cpu", "int8").backend == "onnx-int8"
@@ -200,7 +199,7 @@ def test_a_variant_unfaithful_on_the_new_cpu_is_replaced_there(own_vit, monkeypa
     distorting(monkeypatch, {"s8": 1.0})
     assert choose.exported_image_encoder(own_vit) is not None  # checked here, no torch
     there = this_cpu(own_vit)["int8"]
-    assert there["variant"] == "smooth-u8"  # uint8 weights, which AVX2 sums without saturating
+    assert there["variant"] == "split-u8"  # uint8 weights, which AVX2 sums without saturating
     folder = ExportFolder.for_spec(own_vit)
     for graph in ("image-int8-s8", there["graph"]):  # each CPU's record still names a graph
         assert folder.graph_saved(folder.tower(graph))
