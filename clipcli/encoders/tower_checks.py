@@ -223,7 +223,7 @@ def _int8_graph(
         fp32,
         variant,
         feeds,
-        lambda graph: calibration.judge(per_image_runner(graph, prepack=False)),
+        lambda graph: calibration.judge(per_image_runner(graph)),  # as judged after
         lambda keep: folder.tower(named(keep)),
     )
     name = named(found.keep_fp32)

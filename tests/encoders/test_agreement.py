@@ -59,3 +59,11 @@ def test_labels_is_the_share_of_items_whose_best_query_stays():
 
 def test_a_missing_figure_fails_the_gate():
     assert not passes({"cosine": 1.0, "centred": 1.0, "top5": 1.0})
+
+
+def test_a_label_the_reference_scores_as_a_tie_is_not_another_answer():
+    queries = np.eye(3, dtype=np.float32)
+    reference = normalise(np.array([[1.0, 1.0 - 5e-5, 0.0], [1.0, 0.5, 0.1]], dtype=np.float32))
+    swapped = normalise(np.array([[1.0 - 5e-5, 1.0, 0.0], [0.5, 1.0, 0.1]], dtype=np.float32))
+    # the first item's two best labels tie by the reference's scores; the second's do not
+    assert measure(reference, swapped, queries).labels == 0.5
