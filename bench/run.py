@@ -789,8 +789,15 @@ def merge_with_earlier(rows: list[Row]) -> list[Row]:
         earlier = json.loads((HERE / "results.json").read_text())["results"]
     except (OSError, ValueError, KeyError):
         return rows
-    fresh = {row.metric for row in rows}
-    return [Row(**{"cpu": "", **old}) for old in earlier if old["metric"] not in fresh] + rows
+    fresh = {_row_key(row.metric) for row in rows}
+    kept = [old for old in earlier if _row_key(old["metric"]) not in fresh]
+    return [Row(**{"cpu": "", **old}) for old in kept] + rows
+
+
+def _row_key(metric: str) -> str:
+    """What identifies a row across runs: rows that name what they found (the int8 variant
+    rows list what was tried) are the same row whatever they found."""
+    return metric.split(" (tried:")[0]
 
 
 def write_results(rows: list[Row], notes: list[str]) -> None:
