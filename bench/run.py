@@ -849,11 +849,11 @@ FINDINGS = [
     "switches its rounding, so a run pays only for the product switched on) and trying counts "
     "0, 1, 2, 4, ... then bisecting, 2 of 36 products stay fp32 and the trained model keeps the "
     "gate at about 2.1x ONNX Runtime fp32 on this AVX-512 VNNI CPU (**the 1.5x target is met "
-    "here**); with uint8 weights, the AVX2 variant, 1 product at 1.45-1.48x on this CPU. SmoothQuant "
-    "with the same sweep needed 8-10 fp32 products (the large feed-forward ones) and ran "
-    "1.3x; ranking products by the error each makes on its own output needed 27. Speed under "
-    "the emulated AVX2 CPU means nothing, so whether uint8 reaches 1.5x on a real AVX2 CPU is "
-    "not measured here; its agreement there is in the table.",
+    "here**); with uint8 weights, the AVX2 variant, 1 product at 1.45-1.48x on this CPU. "
+    "SmoothQuant with the same sweep needed 8-10 fp32 products (the large feed-forward ones) "
+    "and ran 1.3x; ranking products by the error each makes on its own output needed 27. "
+    "Speed under the emulated AVX2 CPU means nothing, so whether uint8 reaches 1.5x on a real "
+    "AVX2 CPU is not measured here; its agreement there is in the table.",
     "- **Tried and not kept:** ONNX Runtime's transformer optimiser (fused attention, LayerNorm, "
     "GELU) gives fp32 no speed here (0.95x); torch bf16 autocast with AVX-512 BF16 runs 0.72x "
     "ONNX Runtime fp32 (torch fp32 0.43x, one sentence per run on one thread); ONNX Runtime's "

@@ -31,11 +31,12 @@ sys.path.insert(0, str(HERE.parent / "tests" / "encoders"))
 sys.path.insert(0, str(HERE))
 
 import trained_proxy as proxy  # noqa: E402
+from trained_proxy import ExportedProxy as Model  # noqa: E402
 
 from clipcli.encoders import agreement  # noqa: E402
 from clipcli.encoders.mixed_precision import find_mix  # noqa: E402
-from clipcli.encoders.onnx_sessions import optimised_path, save_optimised  # noqa: E402
-from clipcli.encoders.quantise import BY_NAME, Int8Variant, prepared_graph, quantise  # noqa: E402
+from clipcli.encoders.onnx_sessions import save_optimised  # noqa: E402
+from clipcli.encoders.quantise import BY_NAME, Int8Variant, prepare, quantise  # noqa: E402
 from clipcli.models import cpu  # noqa: E402
 
 OUT = HERE / "trained.json"
@@ -44,54 +45,12 @@ RANDOM_SEED = 0
 PAIRS = 7  # timed pairs per method: each is one pass over 32 sentences
 
 
-class Model:
-    """One exported model (trained or random), its inputs, and how a graph is judged."""
-
-    def __init__(self, folder: Path, seed: int | None, *, exported: bool = False) -> None:
-        """Export into `folder`, or with `exported` use what an earlier run exported there
-        (an emulated CPU runs torch's exporter at a crawl, and the export is the same)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        self.seed = seed
-        self.fp32 = folder / "fp32.onnx"
-        if exported:
-            self.reference = np.load(folder / "reference.npy")
-        else:
-            self.reference = proxy.export(self.fp32, seed)
-            save_optimised(self.fp32)
-            np.save(folder / "reference.npy", self.reference)
-        feeds = proxy.tokens(proxy.sentences())
-        count = len(feeds["input_ids"])
-        self.one_each = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(count)]
-        self.calibration = self.one_each[: proxy.CALIBRATION]
-        self.held_out = self.one_each[proxy.CALIBRATION :]
-
-    def session(self, graph: Path) -> object:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return ort.InferenceSession(str(optimised_path(graph)), options)
-
-    def judge(self, graph: Path) -> agreement.Agreement:
-        session = self.session(graph)
-        embedded = np.concatenate([session.run(None, feeds)[0] for feeds in self.held_out])
-        return self.agreement(embedded)
-
-    def agreement(self, embedded: np.ndarray) -> agreement.Agreement:
-        calibration = proxy.CALIBRATION
-        return agreement.measure(
-            self.reference[calibration:], embedded, self.reference[:calibration]
-        )
-
-
 # -- the methods: each makes a graph from the fp32 one, or returns None where it cannot ------------
 
 
 def dynamic(variant: Int8Variant) -> Callable[[Model, Path], dict]:
     def make(model: Model, out: Path) -> dict:
-        quantise(prepared_graph(model.fp32, variant, None), variant, out)
+        quantise(prepare(model.fp32, variant), variant, out)
         return {}
 
     return make
@@ -135,10 +94,7 @@ def split_in_full(variant: Int8Variant) -> Callable[[Model, Path], dict]:
     """Outlier channels split out into fp32 (clipcli's outliers.py), every other product int8."""
 
     def make(model: Model, out: Path) -> dict:
-        from clipcli.encoders.quantise import calibration_ranges
-
-        ranges = calibration_ranges(model.fp32, variant, model.calibration)
-        quantise(prepared_graph(model.fp32, variant, ranges), variant, out)
+        quantise(prepare(model.fp32, variant, model.calibration), variant, out)
         return {}
 
     return make
@@ -304,7 +260,7 @@ def measure(
     results: dict[str, dict] = {}
     timed_fp32 = None
     if timing:
-        baseline = trained.session(trained.fp32)
+        baseline = trained.session(trained.fp32, threads=1)
         timed_fp32 = seconds_per_pass(
             lambda: [baseline.run(None, feeds) for feeds in trained.held_out[:32]]
         )
@@ -324,7 +280,7 @@ def measure(
                 continue
             entry[label] = {**model.judge(graph).to_dict(), **details}
             if timing and label == "trained":
-                session = model.session(graph)
+                session = model.session(graph, threads=1)
                 other = seconds_per_pass(
                     lambda s=session, m=model: [s.run(None, f) for f in m.held_out[:32]]
                 )

@@ -38,12 +38,7 @@ class Agreement:
         return {name: round(value, 6) for name, value in asdict(self).items()}
 
     def shortfalls(self, floors: dict[str, float] = FLOORS) -> list[str]:
-        """Each figure below its floor, as `centred 0.9871 < 0.999`; empty when all hold."""
-        return [
-            f"{name} {value:.4f} < {floors[name]}"
-            for name, value in asdict(self).items()
-            if name in floors and value < floors[name]
-        ]
+        return shortfalls(asdict(self), floors)
 
 
 def measure(reference: np.ndarray, candidate: np.ndarray, queries: np.ndarray) -> Agreement:
@@ -53,20 +48,32 @@ def measure(reference: np.ndarray, candidate: np.ndarray, queries: np.ndarray) -
         normalise(np.asarray(a)) for a in (reference, candidate, queries)
     )
     centre = reference.mean(axis=0)
+    expected, found = reference @ queries.T, candidate @ queries.T
     return Agreement(
-        cosine=_lowest_cosine(reference, candidate),
-        centred=_lowest_cosine(reference - centre, candidate - centre),
-        top5=_top_k_overlap(reference @ queries.T, candidate @ queries.T),
-        labels=_same_labels(reference @ queries.T, candidate @ queries.T),
+        cosine=lowest_cosine(reference, candidate),
+        centred=lowest_cosine(reference - centre, candidate - centre),
+        top5=_top_k_overlap(expected, found),
+        labels=_same_labels(expected, found),
     )
+
+
+def shortfalls(figures: dict[str, float], floors: dict[str, float] = FLOORS) -> list[str]:
+    """Each recorded figure (Agreement.to_dict) below its floor, as `centred 0.9871 < 0.999`;
+    empty when all hold. A figure missing falls short."""
+    return [
+        f"{name} {float(figures.get(name, 0.0)):.4f} < {floor}"
+        for name, floor in floors.items()
+        if float(figures.get(name, 0.0)) < floor
+    ]
 
 
 def passes(figures: dict[str, float], floors: dict[str, float] = FLOORS) -> bool:
     """Whether recorded figures (Agreement.to_dict) hold every floor; a figure missing fails."""
-    return all(float(figures.get(name, 0.0)) >= floor for name, floor in floors.items())
+    return not shortfalls(figures, floors)
 
 
-def _lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
+def lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The lowest cosine between matching rows of `a` and `b`."""
     return float(np.min(np.sum(normalise(a) * normalise(b), axis=1)))
 
 

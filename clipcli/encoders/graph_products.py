@@ -41,7 +41,9 @@ def _products(model: onnx.ModelProto, gemms: bool) -> list[onnx.NodeProto]:
             weight is not None
             and len(weight.dims) == 2
             and weight.data_type == 1  # FLOAT
-            and uses[node.input[1]] == 1  # a shared weight cannot take two scalings
+            # A weight two products share is left alone: rewriting it for one (splitting out
+            # its rows, scaling them) would change the other.
+            and uses[node.input[1]] == 1
         )
 
     return [

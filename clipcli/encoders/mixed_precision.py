@@ -22,8 +22,7 @@ from clipcli.encoders.agreement import FLOORS, Agreement, passes
 from clipcli.encoders.quantise import (
     Int8Variant,
     Prepared,
-    calibration_ranges,
-    prepared_graph,
+    prepare,
     quantise,
 )
 from clipcli.vectors import normalise
@@ -76,7 +75,7 @@ def find_mix(
 
     Only the graph found is left on disk; every other one tried is removed.
     """
-    prepared = prepared_graph(fp32, variant, calibration_ranges(fp32, variant, feeds))
+    prepared = prepare(fp32, variant, feeds)
     order = sensitivity_order(prepared, feeds[:SENSITIVITY_SAMPLES], variant.per_channel)
     best: list[Path] = []
 

@@ -2,10 +2,9 @@
 
 Exports are cached per model fingerprint (export_cache.py). The image tower is exported in fp32,
 with calibration pixels (calibration.py) and torch fp32's embeddings of them and of captions
-saved beside it; tower_checks.py
-measures, per CPU, how well and how fast fp32 and int8 run there; choose.py picks one for
-each job, and onnx_image.py runs it without torch. The text tower is text_tower.py's; the
-export helpers here serve both.
+saved beside it; tower_checks.py measures, per CPU, how well and how fast fp32 and int8 run
+there; choose.py picks one for each job, and onnx_image.py runs it without torch. The text
+tower is text_tower.py's; the export helpers here serve both.
 """
 
 from __future__ import annotations

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipcli.encoders.agreement import lowest_cosine
 from clipcli.encoders.export_cache import ExportFolder
 from clipcli.encoders.onnx_export import export_tower, finish, record_failure, tower_module
 from clipcli.encoders.onnx_sessions import batch_runner, onnxruntime_available
 from clipcli.encoders.torch_clip import Encoder
-from clipcli.encoders.tower_checks import AUTO_MIN_COSINE, lowest_cosine
+from clipcli.encoders.tower_checks import AUTO_MIN_COSINE
 
 if TYPE_CHECKING:
     from clipcli.encoders.protocols import ImageEncoder

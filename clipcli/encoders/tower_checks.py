@@ -41,12 +41,11 @@ from clipcli.encoders.onnx_sessions import Runner, batch_runner, optimised_path,
 from clipcli.encoders.quantise import (
     BY_NAME,
     Int8Variant,
-    prepared_graph,
+    prepare,
     quantise,
 )
 from clipcli.models import cpu
 from clipcli.progress import NoProgress, ProgressReporter
-from clipcli.vectors import normalise
 
 # Agreement `auto` needs on every figure to choose a backend over torch fp32 (agreement.FLOORS).
 AUTO_FLOORS = agreement.FLOORS
@@ -82,10 +81,6 @@ class Calibration:
 
     def judge(self, run: Runner) -> agreement.Agreement:
         return agreement.measure(self.reference, run(self.pixels), self.queries)
-
-
-def lowest_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.min(np.sum(normalise(a) * normalise(b), axis=1)))
 
 
 def images_per_second(run: Callable[[], object], images: int) -> float:
@@ -188,15 +183,11 @@ def _best_int8(folder: ExportFolder, calibration: Calibration, timed: np.ndarray
         None
         if faithful
         else "; ".join(
-            f"{name}: {', '.join(agreement.Agreement(**_figures(found)).shortfalls(AUTO_FLOORS))}"
+            f"{name}: {', '.join(agreement.shortfalls(found, AUTO_FLOORS))}"
             for name, found in usable.items()
         )
     )
     return {"variant": chosen, **usable[chosen], "tried": tried, "refused": refused}
-
-
-def _figures(found: dict[str, Any]) -> dict[str, float]:
-    return {name: float(found[name]) for name in ("cosine", "centred", "top5", "labels")}
 
 
 def _int8_graph(
@@ -208,7 +199,7 @@ def _int8_graph(
     if not variant.split:
         name = f"{INT8_PREFIX}{variant.name}"
         if not folder.graph_saved(folder.tower(name)):
-            quantise(prepared_graph(fp32, variant, None), variant, folder.tower(name))
+            quantise(prepare(fp32, variant), variant, folder.tower(name))
         return {"graph": name}
     from clipcli.encoders.mixed_precision import find_mix
 

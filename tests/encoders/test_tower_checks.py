@@ -20,6 +20,7 @@ from clipcli.encoders.export_cache import ExportFolder
 from clipcli.encoders.quantise import VARIANTS
 from clipcli.errors import UsageError
 from clipcli.models import cpu
+from clipcli.vectors import normalise
 
 VARIANT_NAMES = [variant.name for variant in VARIANTS]
 SPLIT = tower_checks.variants_for_this_cpu()[-1].name
@@ -57,9 +58,7 @@ def distorting(monkeypatch, amounts: dict[str, float]) -> None:
         amount = next((a for name, a in amounts.items() if f"image-int8-{name}" in stem), 0.0)
         if not amount:
             return run
-        return lambda batch: tower_checks.normalise(
-            (out := run(batch)) + amount * pull[: out.shape[1]]
-        )
+        return lambda batch: normalise((out := run(batch)) + amount * pull[: out.shape[1]])
 
     monkeypatch.setattr(tower_checks, "per_image_runner", runner)
 

@@ -7,50 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from trained_proxy import CALIBRATION, export, sentences, tokens
+from trained_proxy import ExportedProxy
 
 from clipcli.encoders import agreement
 from clipcli.encoders.mixed_precision import find_mix
-from clipcli.encoders.onnx_sessions import optimised_path, save_optimised
-from clipcli.encoders.quantise import BY_NAME, prepared_graph, quantise
+from clipcli.encoders.quantise import BY_NAME, prepare, quantise
 from clipcli.encoders.tower_checks import variants_for_this_cpu
 
 pytestmark = pytest.mark.slow
 
 
-class Proxy:
-    """The exported model, its calibration inputs and what its backends are judged against."""
-
-    def __init__(self, folder: Path) -> None:
-        self.fp32 = folder / "minilm.onnx"
-        self.reference = export(self.fp32)
-        save_optimised(self.fp32)
-        feeds = tokens(sentences())
-        self.one_each = [
-            {k: v[i : i + 1] for k, v in feeds.items()} for i in range(len(feeds["input_ids"]))
-        ]
-        self.calibration = self.one_each[:CALIBRATION]
-
-    def judge(self, graph: Path) -> agreement.Agreement:
-        """Agreement on the sentences not calibrated on, ranked against the calibration ones."""
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(optimised_path(graph)), options)
-        embedded = np.concatenate(
-            [session.run(None, feeds)[0] for feeds in self.one_each[CALIBRATION:]]
-        )
-        return agreement.measure(
-            self.reference[CALIBRATION:], embedded, self.reference[:CALIBRATION]
-        )
-
-
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Proxy:
-    return Proxy(tmp_path_factory.mktemp("minilm"))
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> ExportedProxy:
+    return ExportedProxy(tmp_path_factory.mktemp("minilm"))
 
 
 def test_the_fp32_export_agrees_with_torch(proxy):
@@ -59,7 +29,7 @@ def test_the_fp32_export_agrees_with_torch(proxy):
 
 def test_the_gate_refuses_plain_dynamic_int8_on_trained_weights(proxy, tmp_path):
     variant = BY_NAME["s8"]
-    quantise(prepared_graph(proxy.fp32, variant, None), variant, tmp_path / "s8.onnx")
+    quantise(prepare(proxy.fp32, variant), variant, tmp_path / "s8.onnx")
     figures = proxy.judge(tmp_path / "s8.onnx")
     assert figures.centred < 0.99  # 0.86-0.90 measured, on AVX2 and on AVX-512 VNNI
     assert not agreement.passes(figures.to_dict())

@@ -164,3 +164,53 @@ def _export(tower: object, tensors: dict, path: Path) -> None:
         opset_version=17,
         dynamo=False,
     )
+
+
+class ExportedProxy:
+    """The model exported to a folder, its inputs one sentence each (as int8 runs them), and
+    how a graph of it is judged: agreement on the sentences not calibrated on, ranked against
+    the calibration ones."""
+
+    def __init__(self, folder: Path, seed: int | None = None, *, exported: bool = False) -> None:
+        """Export into `folder`, or with `exported` use what an earlier run exported there
+        (an emulated CPU runs torch's exporter at a crawl, and the export is the same)."""
+        from clipcli.encoders.onnx_sessions import save_optimised
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.seed = seed
+        self.fp32 = folder / "fp32.onnx"
+        if exported:
+            self.reference = np.load(folder / "reference.npy")
+        else:
+            self.reference = export(self.fp32, seed)
+            save_optimised(self.fp32)
+            np.save(folder / "reference.npy", self.reference)
+        feeds = tokens(sentences())
+        count = len(feeds["input_ids"])
+        self.one_each = [{k: v[i : i + 1] for k, v in feeds.items()} for i in range(count)]
+        self.calibration = self.one_each[:CALIBRATION]
+        self.held_out = self.one_each[CALIBRATION:]
+
+    def session(self, graph: Path, threads: int = 0) -> object:
+        """A session over the saved optimised graph of `graph`; `threads=1` for timing, where
+        spinning threads would steal the other core."""
+        import onnxruntime as ort
+
+        from clipcli.encoders.onnx_sessions import optimised_path
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = threads
+        if threads:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(str(optimised_path(graph)), options)
+
+    def judge(self, graph: Path) -> object:
+        session = self.session(graph)
+        embedded = np.concatenate([session.run(None, feeds)[0] for feeds in self.held_out])
+        return self.agreement(embedded)
+
+    def agreement(self, embedded: np.ndarray) -> object:
+        from clipcli.encoders.agreement import measure
+
+        return measure(self.reference[CALIBRATION:], embedded, self.reference[:CALIBRATION])
