@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test fuzz test-avx2 lint format demo bench clean
+.PHONY: install test fuzz test-avx2 test-browser lint format demo bench clean
 
 install: $(INSTALLED)
 
@@ -38,6 +38,16 @@ test-avx2: install
 	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -c "from clipcli.models import cpu; print('emulated cpu:', cpu.signature())"; \
 	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -m pytest -q -p no:cacheprovider -m backends
 
+# The HTML pages as a browser draws them: headless Chromium screenshots a page of photos and the
+# test finds every thumbnail on it (make test runs it too, where a Chromium is installed).
+# Debian's chromium is installed when missing.
+test-browser: install
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y -qq chromium >/dev/null || \
+		{ $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }; }
+	$(PY) -m pytest -q -m browser tests/views
+
 lint: install
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check clipcli tests scripts
@@ -47,7 +57,8 @@ format: install
 	$(VENV)/bin/ruff check --fix clipcli tests scripts
 	$(VENV)/bin/ruff format clipcli tests scripts
 
-# The main job, offline: draw a folder of shapes, index it with the bundled model, search, classify.
+# The main job, offline: draw a folder of shapes, index it with the bundled model, search, classify;
+# then score the model on a labelled folder of shapes.
 DEMO := demo
 CLIPCLI := $(VENV)/bin/clipcli
 SHAPE_LABELS := circle,square,triangle,star,cross,ring
@@ -68,6 +79,12 @@ demo: install
 	@printf '\n== clipcli classify --labels "$(SHAPE_LABELS)"\n'
 	$(CLIPCLI) classify $$(ls $(DEMO)/photos/* | head -3) --model clipcli-shapes \
 		--labels "$(SHAPE_LABELS)" --top-k 3
+	$(PY) -c "from pathlib import Path; from clipcli.shapes import write_labelled_folder; \
+	write_labelled_folder(Path('$(DEMO)/shapes'), 12, seed=8)"
+	@printf '\n== clipcli eval $(DEMO)/shapes (one folder per shape), two template sets\n'
+	$(CLIPCLI) eval $(DEMO)/shapes --model clipcli-shapes --templates default \
+		--templates imagenet --html $(DEMO)/eval.html
+	@printf '\nThe report with its pictures: $(DEMO)/eval.html\n'
 
 # Start-up is measured as users get it: pip compiles an installed package's bytecode, and an
 # editable checkout run with PYTHONDONTWRITEBYTECODE would otherwise recompile it every time.

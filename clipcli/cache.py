@@ -1,4 +1,5 @@
-"""What clipcli's caches hold, and their clean-up: exported models and cached text embeddings.
+"""What clipcli's caches hold, and their clean-up: exported models, cached text embeddings, and
+what the views and `clipcli eval` keep (thumbnails, the image embeddings of each dataset).
 
 Both are caches: whatever is removed is made again when next needed (an export needs torch and
 a minute or so; label embeddings need the text encoder). Which exports are still wanted is
@@ -10,6 +11,7 @@ without waiting and skips the folder when it is held.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from collections import defaultdict
@@ -17,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipcli.encoders.export_cache import ExportFolder, export_folders
+from clipcli.media import thumbnails
 from clipcli.models.names import ModelSpec
 from clipcli.settings import cache_dir, cache_limit
-from clipcli.store import index_registry
+from clipcli.store import eval_cache, index_registry
 from clipcli.store.text_cache import TEXT_CACHE_FILE, TextEmbeddingCache
 
 DAY_S = 86400.0
@@ -61,6 +64,9 @@ class CacheReport:
     text_cache: str
     text_bytes: int  # 0 where there is no file
     text_models: list[TextModelInfo]
+    eval_bytes: int = 0  # the image embeddings `clipcli eval` keeps, of every dataset
+    eval_datasets: list[str] = field(default_factory=list)
+    thumbnail_bytes: int = 0
 
     @property
     def exports_bytes(self) -> int:
@@ -88,10 +94,14 @@ class CleanReport:
     text_rows: int = 0
     text_models: list[str] = field(default_factory=list)  # fingerprints whose rows went
     text_bytes: int = 0  # how much smaller the text cache file became
+    eval_datasets: list[str] = field(default_factory=list)  # whose image embeddings went
+    eval_bytes: int = 0
+    thumbnail_bytes: int = 0
 
     @property
     def freed(self) -> int:
-        return sum(removed.export.bytes for removed in self.removed) + self.text_bytes
+        exports = sum(removed.export.bytes for removed in self.removed)
+        return exports + self.text_bytes + self.eval_bytes + self.thumbnail_bytes
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,23 @@ def cache_report() -> CacheReport:
         for fp, (rows, queries) in sorted(_text_rows(path).items())
     ]
     size = path.stat().st_size if path.is_file() else 0
-    return CacheReport(str(cache_dir()), limit, exports, str(path), size, text_models)
+    evals = eval_cache.eval_folders()
+    return CacheReport(
+        str(cache_dir()),
+        limit,
+        exports,
+        str(path),
+        size,
+        text_models,
+        eval_bytes=sum(eval_cache.folder_bytes(folder) for folder in evals),
+        eval_datasets=sorted(_dataset_of(folder) for folder in evals),
+        thumbnail_bytes=eval_cache.folder_bytes(thumbnails.thumbnail_root()),
+    )
+
+
+def _dataset_of(folder: Path) -> str:
+    dataset = eval_cache.read_state(folder).get("dataset")
+    return dataset if isinstance(dataset, str) else str(folder)
 
 
 def clean(*, older_than_days: float | None = None, everything: bool = False) -> CleanReport:
@@ -179,7 +205,43 @@ def clean(*, older_than_days: float | None = None, everything: bool = False) -> 
         if reason == "stale" and export.fingerprint:
             stale.add(export.fingerprint)
     _clean_text_cache(report, uses, stale, everything)
+    _clean_eval_embeddings(report, cutoff, everything)
+    if everything:
+        report.thumbnail_bytes = _remove_tree(thumbnails.thumbnail_root(), report)
     return report
+
+
+def _clean_eval_embeddings(report: CleanReport, cutoff: float | None, everything: bool) -> None:
+    """Those of datasets that are gone; with a cutoff, also those not used since; all with
+    `everything`. A dataset being evaluated keeps its own."""
+    for folder in eval_cache.eval_folders():
+        used = eval_cache.last_used(folder)
+        old = cutoff is not None and used < cutoff
+        if not (everything or old or eval_cache.dataset_gone(folder)):
+            continue
+        size, dataset = eval_cache.folder_bytes(folder), _dataset_of(folder)
+        try:
+            removed = eval_cache.remove_unless_busy(folder)
+        except OSError as exc:
+            report.skipped.append(NotRemoved(str(folder), f"cannot remove it ({exc})"))
+            continue
+        if not removed:
+            report.skipped.append(NotRemoved(str(folder), "a clipcli eval is writing it"))
+            continue
+        report.eval_datasets.append(dataset)
+        report.eval_bytes += size
+
+
+def _remove_tree(folder: Path, report: CleanReport) -> int:
+    size = eval_cache.folder_bytes(folder)
+    try:
+        shutil.rmtree(folder)
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        report.skipped.append(NotRemoved(str(folder), f"cannot remove it ({exc})"))
+        return 0
+    return size
 
 
 def _clean_text_cache(report: CleanReport, uses: _Uses, stale: set[str], everything: bool) -> None:

@@ -7,7 +7,6 @@ move (the vector is kept), a hash already indexed → a copy (the vector is reus
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import defaultdict
@@ -22,6 +21,7 @@ from clipcli.encoders.choose import load_image_encoder, requested_spec
 from clipcli.encoders.protocols import ImageEncoder
 from clipcli.errors import ModelMismatchError, UsageError
 from clipcli.media.discover import discover_images
+from clipcli.media.hashing import file_sha256
 from clipcli.models.names import ModelSpec, recorded_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
@@ -37,8 +37,6 @@ from clipcli.store.catalog_records import (
     UnreadableFile,
 )
 from clipcli.store.catalog_repair import RepairReport
-
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -98,6 +96,7 @@ def update_index(
     repair: bool = False,
     progress: ProgressReporter | None = None,
     on_repair: Callable[[RepairReport], None] | None = None,
+    embeddings_only: bool = False,
 ) -> IndexReport:
     """Index every image under `roots` into `folder`, doing only the work that changed.
 
@@ -108,6 +107,9 @@ def update_index(
     With `repair`, a damaged catalog is first replaced by what can still be read of it (see
     catalog_repair); the run then embeds the photos it lost again. The repair stays done
     whatever happens to the rest of the run, so `on_repair` hears of it at once.
+
+    `embeddings_only` makes the folder a cache of embeddings (eval's), not an index to search:
+    it gets no FAISS index, and it is not a known index whose export the cache cleaner keeps.
     """
     started = time.perf_counter()
     for root in roots:
@@ -123,6 +125,7 @@ def update_index(
         include_hidden,
         reset,
         progress or NoProgress(),
+        embeddings_only,
     )
     with index_folder.writing(folder):
         repair_report = catalog_repair.repair_if_damaged(folder, job.progress) if repair else None
@@ -131,7 +134,8 @@ def update_index(
         with Catalog(folder) as catalog:
             report = _bring_up_to_date(catalog, folder, job)
     report.repaired = repair_report
-    index_registry.register(folder)  # so that cleaning the caches keeps its model's export
+    if not embeddings_only:  # so that cleaning the caches keeps its model's export
+        index_registry.register(folder)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -149,6 +153,7 @@ class _Job:
     include_hidden: bool
     reset: bool
     progress: ProgressReporter
+    embeddings_only: bool = False
 
 
 def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
@@ -172,7 +177,8 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
     if job.reset:  # photos of other folders are gone too: the report counts every one
         report.removed = len(forgotten - set(catalog.entries()))
-    vector_index.refresh(folder, catalog)
+    if not job.embeddings_only:
+        vector_index.refresh(folder, catalog)
     if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
         text_tower.prepare_fast_search(encoder.loaded)
     return report
@@ -268,14 +274,6 @@ def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:
                 continue  # vanished since it was listed
             files[str(path)] = _FileStat(str(path), stat.st_size, stat.st_mtime_ns)
     return list(files.values())
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _is_under(path: str, roots: Sequence[Path]) -> bool:

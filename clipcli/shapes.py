@@ -232,6 +232,37 @@ def write_sample_folder(folder: Path, count: int, seed: int) -> list[tuple[Path,
     return written
 
 
+def write_labelled_folder(
+    root: Path, per_class: int, seed: int, *, classes: str = "shape"
+) -> dict[str, list[Path]]:
+    """A labelled dataset in the image-folder layout: one subfolder per class, `per_class`
+    images in each. `classes` is "shape" (6 classes, any colour), "colour" (8, any shape) or
+    "both" (48, e.g. `red_star`). Returns the files of each class folder."""
+    rng = np.random.default_rng(seed)
+    written: dict[str, list[Path]] = {}
+    for spec in _class_specs(classes):
+        folder = Path(root) / "_".join(part for part in (spec.colour, spec.shape) if part)
+        folder.mkdir(parents=True, exist_ok=True)
+        files = written.setdefault(folder.name, [])
+        for index in range(per_class):
+            shape = spec.shape or SHAPES[rng.integers(len(SHAPES))]
+            colour = spec.colour or COLOURS[rng.integers(len(COLOURS))]
+            image, _ = draw_shape(rng, shape, colour)
+            files.append(save_image(image, folder / f"{index:04d}-{colour}-{shape}", rng))
+    return written
+
+
+def _class_specs(classes: str) -> list[ShapeSpec]:
+    """What each class fixes; "" leaves a part free ("shape": the colour is random)."""
+    if classes == "shape":
+        return [ShapeSpec(shape, "") for shape in SHAPES]
+    if classes == "colour":
+        return [ShapeSpec("", colour) for colour in COLOURS]
+    if classes == "both":
+        return all_specs()
+    raise ValueError(f"unknown kind of class: {classes!r}")
+
+
 # The first phrasing of each kind is the default zero-shot template, "a photo of a {}.", filled in.
 _PHRASINGS: dict[str, tuple[str, ...]] = {
     "both": ("a photo of a {c} {s}.", "a {c} {s}", "a picture of a {c} {s}.", "{an} {c} {s}.",

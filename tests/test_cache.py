@@ -122,7 +122,15 @@ def test_cache_lists_each_export_with_its_model_size_last_use_and_index(
     age(random, 3)
     result, data = cli.json("cache")
     assert result.exit_code == 0, result.stderr
-    assert set(data) == {"cache", "limit", "exports", "exports_bytes", "text_embeddings"}
+    assert set(data) == {
+        "cache",
+        "limit",
+        "exports",
+        "exports_bytes",
+        "text_embeddings",
+        "eval_embeddings",
+        "thumbnails",
+    }
     assert (data["cache"], data["limit"]) == (str(cache), 10 * 10**9)
     exports = by_path(data["exports"])
     assert set(exports) == {str(shapes), str(random)}
@@ -241,7 +249,14 @@ def test_clean_removes_the_exports_and_labels_no_known_index_uses(
     removed_bytes = files_size(removed)
     result, data = cli.json("cache", "clean")
     assert result.exit_code == 0, result.stderr
-    assert set(data) == {"removed", "skipped", "text_embeddings", "freed"}
+    assert set(data) == {
+        "removed",
+        "skipped",
+        "text_embeddings",
+        "eval_embeddings",
+        "thumbnails",
+        "freed",
+    }
     assert [entry["path"] for entry in data["removed"]] == [str(removed)]
     assert set(data["removed"][0]) == EXPORT_KEYS | {"reason"}
     assert data["removed"][0]["reason"] == "unused"
@@ -468,3 +483,34 @@ def test_a_limit_that_is_not_a_size_stops_an_export_before_it_starts(
 def own_cache_only(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("CLIPCLI_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+def test_eval_embeddings_go_with_their_dataset_and_everything_goes_with_all(
+    cli, tmp_path, monkeypatch
+):
+    from clipcli.media.thumbnails import thumbnail_jpeg
+    from clipcli.store import eval_cache
+
+    monkeypatch.setenv("CLIPCLI_CACHE", str(tmp_path / "own-cache"))
+    kept, gone = tmp_path / "kept", tmp_path / "gone"
+    for root in (kept, gone):
+        make_image(root / "red" / "a.png", "red")
+        make_image(root / "blue" / "b.png", "blue")
+        assert cli("eval", root, "--model", "clipcli-shapes", "--json").exit_code == 0
+    thumbnail_jpeg(kept / "red" / "a.png")
+    _, listed = cli.json("cache")
+    assert listed["eval_embeddings"]["datasets"] == sorted([str(kept), str(gone)])
+    assert listed["eval_embeddings"]["bytes"] > 0 and listed["thumbnails"]["bytes"] > 0
+    shutil.rmtree(gone)
+
+    _, cleaned = cli.json("cache", "clean")
+    assert cleaned["eval_embeddings"]["datasets"] == [str(gone)]
+    assert [eval_cache.read_state(f)["dataset"] for f in eval_cache.eval_folders()] == [str(kept)]
+
+    _, everything = cli.json("cache", "clean", "--all")
+    assert everything["eval_embeddings"]["datasets"] == [str(kept)]
+    assert everything["thumbnails"]["bytes"] > 0
+    assert eval_cache.eval_folders() == []
+    _, after = cli.json("cache")
+    assert after["eval_embeddings"] == {"bytes": 0, "datasets": []}
+    assert after["thumbnails"] == {"bytes": 0}

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from clipcli import __version__
+from clipcli.cli import options
 from clipcli.cli.options import (
     BatchOption,
+    ContactSheetOption,
     DeviceOption,
     FormatOption,
+    HtmlOption,
     IndexOption,
     JsonOption,
     ModelOption,
@@ -25,6 +28,7 @@ from clipcli.cli.options import (
     PlainJsonOption,
     PrecisionOption,
     PretrainedOption,
+    output_file,
     print_error,
     print_warning,
     reports_errors,
@@ -34,6 +38,9 @@ from clipcli.errors import EXIT_FAILURE, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from clipcli.classify import Classification
+    from clipcli.search import SearchHit
 
 
 app = typer.Typer(
@@ -112,6 +119,8 @@ def classify(
     device: DeviceOption = "auto",
     precision: PrecisionOption = None,
     batch_size: BatchOption = 32,
+    html: HtmlOption = None,
+    contact_sheet: ContactSheetOption = None,
 ) -> None:
     """Rank labels for each image by CLIP zero-shot similarity."""
     from clipcli.classify import classify_paths, failed, label_warnings
@@ -120,6 +129,8 @@ def classify(
     from clipcli.zeroshot.templates import load_templates
 
     chosen = render.choose_format(form, json_output, sys.stdout)
+    html_out = output_file(html, "--html", options.HTML_SUFFIXES)
+    sheet_out = output_file(contact_sheet, "--contact-sheet", options.PNG_SUFFIXES)
     label_list = parse_labels(labels, labels_file)
     template_set = load_templates(templates)
     with render.progress_for(stderr, enabled=chosen is not Format.json) as progress:
@@ -136,6 +147,7 @@ def classify(
             progress=progress,
         )
     render.write_classifications(chosen, results, sys.stdout, stdout)
+    _write_classify_views(results, html_out, sheet_out)
     for result in results:
         if result.error is not None:
             print_error(f"{result.path}: {result.error}")
@@ -145,6 +157,23 @@ def classify(
         print_warning(note)
     if failed(results):  # an unreadable image, or a folder that gave nothing to classify
         raise typer.Exit(EXIT_FAILURE)
+
+
+def _write_classify_views(
+    results: list[Classification], html: Path | None, sheet: Path | None
+) -> None:
+    if html is not None:
+        from clipcli.views.html import classify_page
+
+        classify_page(results, html)
+    if sheet is not None:
+        from clipcli.views.contact_sheet import classify_tiles, write_contact_sheet
+
+        tiles = classify_tiles(results)
+        if tiles:
+            write_contact_sheet(tiles, sheet)
+        else:
+            print_warning(f"{sheet}: not written, since there is no image to show")
 
 
 @app.command()
@@ -242,6 +271,16 @@ def search(
             show_default=False,
         ),
     ] = None,
+    html: HtmlOption = None,
+    contact_sheet: ContactSheetOption = None,
+    preview: Annotated[
+        bool,
+        typer.Option(
+            "--preview",
+            help="Show the hits' thumbnails in the terminal, where it speaks an image protocol "
+            "(kitty, iTerm2, sixel).",
+        ),
+    ] = False,
 ) -> None:
     """Find the indexed photos closest to a text query or an example image."""
     from clipcli.cli import render
@@ -253,7 +292,13 @@ def search(
             f"{'-0' if null else '--paths-only'} prints the paths alone",
             hint="leave out --format and --json",
         )
+    if preview and (paths_only or null or form is not None or json_output):
+        raise UsageError(
+            "--preview draws the hits for people", hint="leave out --format, --json and the paths"
+        )
     chosen = render.choose_format(form, json_output, sys.stdout)
+    html_out = output_file(html, "--html", options.HTML_SUFFIXES)
+    sheet_out = output_file(contact_sheet, "--contact-sheet", options.PNG_SUFFIXES)
     found = search_index(
         resolve_index(index_dir),
         query,
@@ -264,14 +309,122 @@ def search(
     )
     if paths_only or null:
         render.write_paths(found.hits, sys.stdout, null=null)
-    else:
+    elif not (preview and _previewed(found.hits)):
         render.write_search(chosen, found.hits, sys.stdout, stdout)
+    if html_out is not None:
+        from clipcli.views.html import search_page
+
+        search_page(found.hits, html_out, query=query, image=image)
+    if sheet_out is not None:
+        from clipcli.views.contact_sheet import search_tiles, write_contact_sheet
+
+        write_contact_sheet(search_tiles(found.hits), sheet_out)
     if found.missing == 1:
         print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
     elif found.missing:
         print_warning(
             f"{found.missing} indexed photos no longer exist; run `clipcli index` to drop them"
         )
+
+
+@app.command("eval")
+@reports_errors
+def evaluate(
+    dataset: Annotated[
+        Path, typer.Argument(help="A folder with one subfolder of images per class.")
+    ],
+    classnames: Annotated[
+        Path | None,
+        typer.Option(
+            "--classnames",
+            help="Label texts: lines `folder<TAB>label`, or one label per line in sorted "
+            "folder order. [default: folder names, _ and - read as spaces]",
+            show_default=False,
+        ),
+    ] = None,
+    templates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--templates",
+            help="Prompt templates: default, imagenet, or a file; repeat to compare sets.",
+            show_default=False,
+        ),
+    ] = None,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, help="The k of top-k accuracy (acc5).")
+    ] = 5,
+    model: ModelOption = None,
+    pretrained: PretrainedOption = None,
+    device: DeviceOption = "auto",
+    precision: PrecisionOption = None,
+    batch_size: BatchOption = 32,
+    json_output: PlainJsonOption = False,
+    html: HtmlOption = None,
+    confusion: Annotated[
+        Path | None,
+        typer.Option(
+            "--confusion",
+            help="Also draw the best template set's confusion matrix to a PNG file.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Score zero-shot classification on labelled photos: acc1, acc5, mean per-class recall."""
+    from clipcli.cli import render
+    from clipcli.evaluate import evaluate_dataset
+    from clipcli.zeroshot.templates import load_templates
+
+    names = list(dict.fromkeys(templates or ["default"]))
+    template_sets = [(name, load_templates(name)) for name in names]
+    html_out = output_file(html, "--html", options.HTML_SUFFIXES)
+    png_out = output_file(confusion, "--confusion", options.PNG_SUFFIXES)
+    with render.progress_for(stderr, enabled=not json_output) as progress:
+        report = evaluate_dataset(
+            dataset,
+            template_sets,
+            classnames=classnames,
+            top_k=top_k,
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    for folder in report.empty_classes:
+        print_warning(f"{dataset / folder}: no images; not a class")
+    for skipped in report.skipped:
+        print_warning(f"skipped {skipped.path}: {skipped.reason}")
+    if json_output:
+        sys.stdout.write(render.to_json(render.eval_json(report)) + "\n")
+    else:
+        render.write_eval(report, stdout)
+    if html_out is not None:
+        from clipcli.views.html import eval_page
+
+        eval_page(report, html_out)
+    if png_out is not None:
+        from clipcli.views.confusion import write_confusion_png
+
+        best = report.best_first()[0]
+        write_confusion_png(
+            report.labels, best.confusion, png_out, title=f"{report.model}, {best.templates}"
+        )
+
+
+def _previewed(hits: list[SearchHit]) -> bool:
+    """Draw the hits' thumbnails inline, if this terminal can show them; else say so once."""
+    from clipcli.views.preview import image_protocol, write_previews
+
+    protocol = image_protocol(sys.stdout)
+    if protocol is None:
+        print_warning(
+            "--preview: this terminal shows no images (it speaks neither kitty's image "
+            "protocol nor sixel); the table follows"
+        )
+        return False
+    write_previews(hits, stdout(), protocol=protocol)
+    return True
 
 
 cache_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})

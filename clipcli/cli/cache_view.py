@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from clipcli.cache import CacheReport, CleanReport, ExportInfo
-from clipcli.cli.literal import shown
+from clipcli.literal import shown
 
 
 def cache_json(report: CacheReport) -> dict[str, Any]:
@@ -32,6 +32,8 @@ def cache_json(report: CacheReport) -> dict[str, Any]:
                 for model in report.text_models
             ],
         },
+        "eval_embeddings": {"bytes": report.eval_bytes, "datasets": report.eval_datasets},
+        "thumbnails": {"bytes": report.thumbnail_bytes},
     }
 
 
@@ -46,6 +48,8 @@ def clean_json(report: CleanReport) -> dict[str, Any]:
             "models": report.text_models,
             "bytes": report.text_bytes,
         },
+        "eval_embeddings": {"datasets": report.eval_datasets, "bytes": report.eval_bytes},
+        "thumbnails": {"bytes": report.thumbnail_bytes},
         "freed": report.freed,
     }
 
@@ -88,6 +92,14 @@ def write_cache(report: CacheReport, out: TextIO) -> None:
             f"{_count(model.queries, 'query', 'queries')}  "
             f"{_weights(model.model, model.pretrained)}  index: {users}\n"
         )
+    datasets = len(report.eval_datasets)
+    out.write(
+        f"image embeddings of eval datasets: {_count(datasets, 'dataset')}, "
+        f"{size(report.eval_bytes)}\n"
+    )
+    for dataset in report.eval_datasets:
+        out.write(f"  {shown(dataset)}\n")
+    out.write(f"thumbnails: {size(report.thumbnail_bytes)}\n")
 
 
 def write_clean(report: CleanReport, out: TextIO) -> None:
@@ -104,6 +116,12 @@ def write_clean(report: CleanReport, out: TextIO) -> None:
             f"removed {_count(report.text_rows, 'cached text embedding')} of "
             f"{_count(len(report.text_models), 'model')}\n"
         )
+    if report.eval_datasets:
+        out.write(
+            f"removed the image embeddings of {_count(len(report.eval_datasets), 'eval dataset')}\n"
+        )
+    if report.thumbnail_bytes:
+        out.write(f"removed the thumbnails, {size(report.thumbnail_bytes)}\n")
     out.write(f"freed {size(report.freed)}\n")
 
 

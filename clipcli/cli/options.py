@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import typer
 from typer.core import TyperGroup
 
-from clipcli.cli.literal import shown
 from clipcli.cli.render import Format
-from clipcli.errors import EXIT_FAILURE, ClipcliError
+from clipcli.errors import EXIT_FAILURE, ClipcliError, UsageError
+from clipcli.literal import shown
 
 if TYPE_CHECKING:
     pass
@@ -105,6 +105,26 @@ BatchOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (--format json).")]
 
 
+HtmlOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--html",
+        help="Also write the results, with their pictures, to one self-contained HTML file.",
+        show_default=False,
+    ),
+]
+
+
+ContactSheetOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--contact-sheet",
+        help="Also draw the results as a PNG grid of thumbnails with captions.",
+        show_default=False,
+    ),
+]
+
+
 FormatOption = Annotated[
     Format | None,
     typer.Option(
@@ -148,6 +168,25 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(EXIT_FAILURE) from None
 
     return wrapper
+
+
+HTML_SUFFIXES = (".html", ".htm")
+PNG_SUFFIXES = (".png",)
+
+
+def output_file(path: Path | None, option: str, suffixes: Sequence[str]) -> Path | None:
+    """A file a command will write when it is done, checked before the work starts: its
+    folder must exist, and its name must end as its format does."""
+    if path is None:
+        return None
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder", hint="give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: no folder {parent} to write it in")
+    return path
 
 
 def os_error_message(exc: OSError) -> str:

@@ -17,14 +17,15 @@ from dataclasses import asdict
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TextIO
 
-from clipcli.cli.literal import escaped, shown, unicode_safe_data
 from clipcli.errors import UsageError
+from clipcli.literal import escaped, shown, unicode_safe_data
 from clipcli.progress import NoProgress, ProgressReporter
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from clipcli.classify import Classification
+    from clipcli.evaluate import EvalReport
     from clipcli.index import IndexReport
     from clipcli.search import SearchHit
     from clipcli.store.catalog_repair import RepairReport
@@ -93,6 +94,28 @@ def index_report_json(report: IndexReport) -> dict[str, Any]:
 
 def search_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
     return [asdict(hit) for hit in hits]
+
+
+def eval_json(report: EvalReport) -> list[dict[str, Any]]:
+    """One object per template set, in the order they were asked for."""
+    skipped = [asdict(item) for item in report.skipped]
+    return [
+        {
+            "dataset": report.dataset,
+            "model": report.model,
+            "templates": score.templates,
+            "classes": len(report.labels),
+            "images": report.images,
+            "skipped": skipped,
+            "acc1": score.acc1,
+            "acc5": score.acc5,
+            "mean_per_class_recall": score.mean_per_class_recall,
+            "per_class": [asdict(figures) for figures in score.per_class],
+            "confusion": score.confusion,
+            "seconds": report.seconds,
+        }
+        for score in report.scores
+    ]
 
 
 # -- writing each format -------------------------------------------------------------------------
@@ -221,6 +244,26 @@ def write_index_report(report: IndexReport, out: TextIO, console: Callable[[], C
     from clipcli.cli import tables
 
     tables.render_summary(console(), *index_summary(report))
+
+
+def eval_summary(report: EvalReport) -> str:
+    """What an eval run looked at and how much of it came from the cache, as one line."""
+    cached = report.images - min(report.embedded, report.images)
+    return (
+        f"{report.images} images in {len(report.labels)} classes of {shown(report.dataset)} "
+        f"({shown(report.model)}): {report.embedded} embedded, {cached} from the cache, "
+        f"{len(report.skipped)} skipped in {report.seconds:.1f}s"
+    )
+
+
+def write_eval(report: EvalReport, console: Callable[[], Console]) -> None:
+    """The score tables (Rich draws them in pipes too, at their natural width) and the summary."""
+    from clipcli.cli import tables
+
+    tables.render_eval(console(), report)
+    console().print()
+    count, _, words = eval_summary(report).partition(" ")
+    tables.render_summary(console(), count, " " + words)
 
 
 @contextmanager

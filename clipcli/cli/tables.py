@@ -18,10 +18,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from clipcli.cli.literal import shown
+from clipcli.literal import shown
 
 if TYPE_CHECKING:
     from clipcli.classify import Classification
+    from clipcli.evaluate import EvalReport
     from clipcli.search import SearchHit
     from clipcli.zeroshot.scorer import Prediction
 
@@ -107,6 +108,45 @@ def render_search(console: Console, hits: Sequence[SearchHit]) -> None:
     for hit in hits:
         table.add_row(str(hit.rank), f"{hit.score:.3f}", _literal(hit.path))
     _emit(console, table)
+
+
+def render_eval(console: Console, report: EvalReport) -> None:
+    """The template sets side by side, best first, then the best one's classes, worst first."""
+    ranked = report.best_first()
+    k = ranked[0].top_k
+    scores = Table(show_edge=False, pad_edge=False)
+    scores.add_column("templates")
+    for title in ("acc@1", f"acc@{k}", "mean per-class recall"):
+        scores.add_column(title, justify="right")
+    for score in ranked:
+        scores.add_row(
+            _literal(score.templates),
+            _percent(score.acc1),
+            _percent(score.acc5),
+            _percent(score.mean_per_class_recall),
+        )
+    _emit(console, scores)
+    best = ranked[0]
+    console.print()
+    _emit(console, _literal(f"per class, with {best.templates} templates:", "bold"))
+    classes = Table(show_edge=False, pad_edge=False)
+    classes.add_column("label")
+    for title in ("images", "recall", "precision"):
+        classes.add_column(title, justify="right")
+    classes.add_column("most often taken for")
+    for figures in sorted(best.per_class, key=lambda f: (f.recall, f.label)):
+        classes.add_row(
+            _literal(figures.label),
+            str(figures.support),
+            _percent(figures.recall),
+            _percent(figures.precision),
+            _literal(figures.confused_with or ""),
+        )
+    _emit(console, classes)
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f}%"
 
 
 def render_summary(console: Console, count: str, words: str) -> None:

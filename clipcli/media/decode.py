@@ -59,7 +59,7 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
     of the long side, that many times the short side: all that the model's centre crop takes.
     """
     # Everything happens with the file open: some plugins read lazily even after load().
-    with _open_for_reading(path) as fp:
+    with open_image_file(path) as fp:
         image = _decode(path, fp, min_size)
         if min_size:
             image = _middle_of_strip(image)
@@ -69,7 +69,8 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
             raise ImageDecodeError(path, f"unsupported colour mode {image.mode}") from None
 
 
-def _open_for_reading(path: Path) -> BinaryIO:
+def open_image_file(path: Path) -> BinaryIO:
+    """The file opened for reading, or ImageDecodeError with the reason it cannot be one."""
     # stat before open: opening a FIFO would block, and the checks give clearer reasons.
     try:
         info = os.stat(path)

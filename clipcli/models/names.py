@@ -60,7 +60,12 @@ class ModelSpec:
         return f"{self.name}|{self.pretrained or ''}"
 
     def describe(self) -> str:
-        return f"{self.name} ({self.pretrained})" if self.pretrained else self.name
+        """The model as the user would name it: its weights too, unless they are the bundled
+        model's own (a path inside the installation says nothing to the user)."""
+        bundled = BUNDLED_WEIGHTS.get(self.name)
+        if not self.pretrained or (bundled is not None and self.pretrained == str(bundled)):
+            return self.name
+        return f"{self.name} ({self.pretrained})"
 
 
 _torch_import_s: list[float] = []  # how long this process took to import open_clip and torch

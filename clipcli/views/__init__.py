@@ -1,0 +1,1 @@
+"""Results drawn for people: HTML pages, contact sheets and charts of what the commands found."""
