@@ -43,6 +43,7 @@ SECTIONS = (
     "scale",
     "catch-up",
     "trained",
+    "eval",
 )
 CLIPCLI = [sys.executable, "-m", "clipcli"]
 
@@ -771,6 +772,79 @@ def bench_catch_up(count: int, added: int = 32) -> list[Row]:
 # -- report ---------------------------------------------------------------------------------------
 
 
+# -- eval: throughput, and a second run on the same folder ----------------------------------------
+
+
+def bench_eval(photos: list[Path], checkpoint: Path) -> list[Row]:
+    """`clipcli eval` on a folder never seen (every image embedded), then again with another
+    template set (images from the cache, labels embedded anew). The model is exported first, on
+    another folder, so the first run's time is the embedding's and not the one-off export's."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        shapes = Path(tmp) / "shapes"
+        from clipcli.shapes import write_labelled_folder
+
+        write_labelled_folder(shapes, 500, seed=5)  # 3,000 images, 6 classes
+        write_labelled_folder(Path(tmp) / "warm-up-shapes", 2, seed=6)
+        photo_classes = Path(tmp) / "photos"
+        for index, photo in enumerate(photos):  # 8-MP JPEGs, four classes
+            folder = photo_classes / f"class_{index % 4}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / photo.name).symlink_to(photo.resolve())
+        warm_up = Path(tmp) / "warm-up-photos"
+        for index, photo in enumerate(photos[:2]):
+            (warm_up / f"class_{index}").mkdir(parents=True)
+            (warm_up / f"class_{index}" / photo.name).symlink_to(photo.resolve())
+        cases = [
+            ("clipcli-shapes, 3,000 drawn images", shapes, Path(tmp) / "warm-up-shapes", [], True),
+            (
+                f"{MODEL} (random weights), {len(photos)} 8-MP JPEGs",
+                photo_classes,
+                warm_up,
+                ["--pretrained", str(checkpoint)],
+                # 64 photos embed in a few seconds: a tenth of that is under a process's
+                # start-up, so this case shows the photo model's rate, not the cache's gain.
+                False,
+            ),
+        ]
+        for name, dataset, warm, weights, gated in cases:
+            model = ["--model", "clipcli-shapes" if not weights else MODEL, *weights]
+            env = {**os.environ, "CLIPCLI_HOME": str(Path(tmp) / f"home-{dataset.name}")}
+            env.pop("CLIPCLI_CACHE", None)
+
+            def run(folder: Path, *extra: str, model: list[str] = model, env=env) -> float:
+                command = CLIPCLI + ["eval", str(folder), *model, "--json", *extra]
+                return run_measured(command, env)[0]
+
+            run(warm)  # exports the model and its text tower
+            images = sum(1 for _ in dataset.rglob("*.*"))
+            first = run(dataset)
+            other = Path(tmp) / "other-templates.txt"
+            other.write_text("a picture of a {}.\n")
+            again = run(dataset, "--templates", str(other))
+            imagenet = run(dataset, "--templates", "imagenet")
+            rows += [
+                Row(f"`clipcli eval`, {name}, first run", images / first, "img/s"),
+                Row(
+                    f"`clipcli eval`, {name}, again with another template, wall",
+                    again,
+                    "s",
+                    first / again,
+                    "the first run",
+                    target=">= 10x faster" if gated else "",
+                    met=first / again >= 10 if gated else None,
+                ),
+                Row(
+                    f"`clipcli eval`, {name}, again with the 80 ImageNet templates, wall",
+                    imagenet,
+                    "s",
+                    first / imagenet,
+                    "the first run",
+                ),
+            ]
+    return rows
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -914,6 +988,14 @@ FINDINGS = [
     "- **Exact search at 1M and IVF: memory-bound here.** 128 ms and 8.2 ms against 70 ms "
     "and 3.0 ms on the AVX-512 machine, with the same code and the same hits; the scan reads "
     "2 GB per query and this machine's memory is about half as fast.",
+    "**`clipcli eval` runs again in 0.35-0.66 s.** The image embeddings stay in a catalog per "
+    "dataset folder and model, so a second eval only stats the files: 3,000 drawn images "
+    "with the bundled model took 6.6 s the first time (452 img/s, the model exported "
+    "beforehand) and 0.40 s again with another template (16.5x; 10x with the 80 ImageNet "
+    "templates, whose 480 prompts go through the exported text tower). That second run is a "
+    "process's floor (Python, numpy, ONNX Runtime: about 0.35 s), so the gain is the first "
+    "run's length over it: ViT-B-32 embeds 8-MP JPEGs at 26 img/s, so 64 of them gain 6.9x "
+    "and any folder over about 130 photos gains 10x or more.",
 ]
 
 
@@ -948,6 +1030,7 @@ def main() -> None:
         ("scale", lambda: bench_scale(args.vectors, 200)),
         ("catch-up", lambda: bench_catch_up(args.vectors)),
         ("trained", bench_trained),
+        ("eval", lambda: bench_eval(photos, checkpoint)),
     ]
     for name, step in steps:
         if name in want:
