@@ -13,7 +13,7 @@ import numpy as np
 from clipcli.encoders import text_tower
 from clipcli.encoders.choose import full_model, requested_spec
 from clipcli.encoders.torch_clip import Encoder
-from clipcli.errors import ClipcliError, UsageError
+from clipcli.errors import ClipcliError, IndexBusyError, UsageError
 from clipcli.index import Skipped as IndexSkipped
 from clipcli.index import update_index
 from clipcli.models.names import ModelSpec
@@ -122,17 +122,23 @@ def evaluate_dataset(
     progress = progress or NoProgress()
     spec = requested_spec(model, pretrained)
     folder = eval_cache.folder_for(data.root, spec.fingerprint, device, chosen)
-    indexed = update_index(
-        [data.root / name for name in data.folders],
-        folder,
-        model=model,
-        pretrained=pretrained,
-        device=device,
-        precision=chosen,
-        batch_size=batch_size,
-        progress=progress,
-        embeddings_only=True,
-    )
+    try:
+        indexed = update_index(
+            [data.root / name for name in data.folders],
+            folder,
+            model=model,
+            pretrained=pretrained,
+            device=device,
+            precision=chosen,
+            batch_size=batch_size,
+            progress=progress,
+            embeddings_only=True,
+        )
+    except IndexBusyError:
+        raise IndexBusyError(
+            f"{dataset}: another `clipcli eval` is embedding this folder's images",
+            hint="wait for it to finish, then run again",
+        ) from None
     vectors, labelled, missing = _embedded(folder, data)
     truth = np.array([image.label for image in labelled], dtype=np.int64)
     text = _LabelText(spec, device, chosen)

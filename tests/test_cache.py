@@ -507,6 +507,18 @@ def test_eval_embeddings_go_with_their_dataset_and_everything_goes_with_all(
     assert cleaned["eval_embeddings"]["datasets"] == [str(gone)]
     assert [eval_cache.read_state(f)["dataset"] for f in eval_cache.eval_folders()] == [str(kept)]
 
+    note = eval_cache.eval_folders()[0] / eval_cache.STATE_FILE
+    _, recent = cli.json("cache", "clean", "--older-than", "2")
+    assert recent["eval_embeddings"]["datasets"] == []  # evaluated just now
+    os.utime(note, (time.time() - 3 * 86400,) * 2)
+    cli("eval", kept, "--model", "clipcli-shapes", "--json")  # used again
+    _, used = cli.json("cache", "clean", "--older-than", "2")
+    assert used["eval_embeddings"]["datasets"] == []
+    os.utime(note, (time.time() - 3 * 86400,) * 2)
+    _, stale = cli.json("cache", "clean", "--older-than", "2")
+    assert stale["eval_embeddings"]["datasets"] == [str(kept)]
+    assert cli("eval", kept, "--model", "clipcli-shapes", "--json").exit_code == 0
+
     _, everything = cli.json("cache", "clean", "--all")
     assert everything["eval_embeddings"]["datasets"] == [str(kept)]
     assert everything["thumbnails"]["bytes"] > 0

@@ -270,3 +270,16 @@ def test_output_files_are_checked_before_any_work(cli, dataset, tmp_path):
     result = cli("eval", dataset, *SHAPES_MODEL, "--html", tmp_path / "no" / "such" / "r.html")
     assert result.exit_code == 2 and "no folder" in result.stderr
     assert not os.path.exists(tmp_path / "no")
+
+
+def test_a_second_eval_of_a_folder_being_embedded_says_so_and_waits_for_nothing(cli, dataset):
+    from clipcli import locks
+    from clipcli.encoders.choose import requested_spec
+    from clipcli.store import eval_cache
+
+    spec = requested_spec(TEST_MODEL, None)
+    folder = eval_cache.folder_for(dataset, spec.fingerprint, "auto", "auto")
+    with locks.exclusive(folder / "index.lock", wait=False):
+        result = cli("eval", dataset, *SHAPES_MODEL)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {dataset}: another `clipcli eval` is embedding")
