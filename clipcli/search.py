@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from clipcli.encoders import text_tower
-from clipcli.encoders.batching import embed_files
-from clipcli.encoders.choose import full_model, load_image_encoder
-from clipcli.encoders.torch_clip import Encoder
 from clipcli.errors import IndexMissingError, UsageError
-from clipcli.models.names import ModelSpec, recorded_spec
+from clipcli.models.names import recorded_spec
 from clipcli.preload import import_ahead
+from clipcli.query import Query, parse_terms, query_vector
 from clipcli.store import vector_index
 from clipcli.store.catalog import CATALOG_FILE, Catalog
-from clipcli.store.text_cache import RAW_QUERY, TextEmbeddingCache
 from clipcli.vectors import Embeddings
 
 
@@ -42,12 +36,19 @@ def search_index(
     folder: Path,
     query: str | None,
     *,
-    image: Path | None = None,
+    images: Sequence[Path] = (),
+    not_images: Sequence[Path] = (),
+    literal: bool = False,
     top_k: int = 10,
+    min_score: float | None = None,
     device: str = "auto",
     pretrained: str | None = None,
 ) -> SearchResult:
     """The photos nearest to the query, best first; the index's own model embeds the query.
+
+    The text is read as terms added and subtracted (query.py) unless `literal`; `images` pull
+    towards the photos like them and `not_images` away. Hits scoring below `min_score` (the
+    cosine) are left out, so there may be fewer than `top_k`.
 
     `pretrained` says where the index's checkpoint is now, if it moved since indexing; it must
     hold the same weights (a search never records it: the next `clipcli index` does).
@@ -55,8 +56,8 @@ def search_index(
     Photos deleted since they were indexed are left out (and counted), and the next ones fill
     their places: `clipcli index` is what drops them from the catalog.
     """
-    query = query if query and query.strip() else None  # spaces alone say nothing either
-    if query is None and image is None:
+    wanted = Query(parse_terms(query, literal=literal), images, not_images)
+    if wanted.is_empty:
         raise UsageError("nothing to search for", hint="give a text query or --image PATH")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, not {top_k}")
@@ -72,18 +73,26 @@ def search_index(
                 f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"
             )
         spec = recorded_spec(*model, catalog.weights(), moved_to=pretrained)
-        vector = _embed_query(spec, query, image, device)
+        vector = query_vector(spec, wanted, device)
         index = vector_index.refresh(folder, catalog)
-        return _existing_hits(index, vector, top_k, catalog)
+        return _existing_hits(index, vector, top_k, catalog, min_score)
 
 
-def _existing_hits(index: Any, query: Embeddings, top_k: int, catalog: Catalog) -> SearchResult:
-    """The top_k nearest photos still on disk; while some are gone, the index is asked for more."""
+def _existing_hits(
+    index: Any, query: Embeddings, top_k: int, catalog: Catalog, min_score: float | None = None
+) -> SearchResult:
+    """The top_k nearest photos still on disk that score at least `min_score`; while some are
+    gone, the index is asked for more."""
     wanted = min(top_k, index.ntotal)
     asked = wanted
     while True:
-        hits, missing = _on_disk(vector_index.search(index, query, asked), wanted, catalog)
-        if len(hits) == wanted or asked == index.ntotal:
+        found = vector_index.search(index, query, asked)
+        floor = len(found)
+        if min_score is not None:
+            found = [hit for hit in found if hit.score >= min_score]
+        hits, missing = _on_disk(found, wanted, catalog)
+        # Done when full, when the index has no more, or when the floor cut what it gave.
+        if len(hits) == wanted or asked == index.ntotal or len(found) < floor:
             return SearchResult(hits, missing)
         asked = min(2 * asked, index.ntotal)
 
@@ -106,47 +115,3 @@ def _on_disk(
         if len(found) == wanted:
             break
     return found, missing
-
-
-def _embed_query(spec: ModelSpec, query: str | None, image: Path | None, device: str) -> Embeddings:
-    """Text and image queries each count once: the mean of their unit vectors, re-normalised.
-
-    Text comes from the query cache, else the exported text tower (no torch); an image goes
-    through the exported image tower when auto would run it, else through the loaded model.
-    """
-    image_encoder = load_image_encoder(spec, device, images=1) if image is not None else None
-    model = full_model(image_encoder, spec, device)  # loaded at most once, for either part
-    parts = []
-    if query:
-        parts.append(_cached_text(spec, query, device, model))
-    if image is not None:
-        batch = next(embed_files(image_encoder, [image], batch_size=1))
-        if batch.failures:
-            raise batch.failures[0]
-        parts.append(batch.embeddings[0])
-    if len(parts) == 1:
-        return parts[0]
-    combined = np.mean(parts, axis=0)
-    return (combined / np.linalg.norm(combined)).astype(np.float32)
-
-
-def _cached_text(
-    spec: ModelSpec, query: str, device: str, model: Callable[[], Encoder]
-) -> Embeddings:
-    with TextEmbeddingCache.default() as cache:
-        cached = cache.get(spec.fingerprint, RAW_QUERY, [query]).get(query)
-        if cached is None:
-            cached = _embed_text(spec, query, device, model)
-            cache.put(spec.fingerprint, RAW_QUERY, {query: cached})
-    return cached
-
-
-def _embed_text(
-    spec: ModelSpec, query: str, device: str, model: Callable[[], Encoder]
-) -> Embeddings:
-    fast = text_tower.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
-    if fast is not None:
-        return fast([query])[0]
-    encoder = model()
-    text_tower.prepare_fast_search(encoder)  # so that the next search is fast
-    return encoder.encode_texts([query])[0]

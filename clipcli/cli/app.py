@@ -244,12 +244,35 @@ def index(
 @app.command()
 @reports_errors
 def search(
-    query: Annotated[str | None, typer.Argument(help="What to look for, in words.")] = None,
-    image: Annotated[
-        Path | None, typer.Option("--image", help="Search by an example image (or as well).")
+    query: Annotated[
+        str | None,
+        typer.Argument(
+            help='What to look for, in words; terms may be added and subtracted: "beach + '
+            'sunset - people", "2*dog + snow".'
+        ),
     ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", help="Search by an example image (or as well); may be repeated."),
+    ] = None,
+    not_image: Annotated[
+        list[Path] | None,
+        typer.Option("--not-image", help="Move away from photos like this one; may be repeated."),
+    ] = None,
+    literal: Annotated[
+        bool,
+        typer.Option("--literal", help="Take the query as one phrase: no + and - terms."),
+    ] = False,
     index_dir: IndexOption = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Number of results.")] = 10,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-score",
+            help="Leave out hits whose score (the cosine) is below this; --top-k stays the cap.",
+            show_default=False,
+        ),
+    ] = None,
     form: FormatOption = None,
     json_output: JsonOption = False,
     paths_only: Annotated[
@@ -302,8 +325,11 @@ def search(
     found = search_index(
         resolve_index(index_dir),
         query,
-        image=image,
+        images=image or (),
+        not_images=not_image or (),
+        literal=literal,
         top_k=top_k,
+        min_score=min_score,
         device=device,
         pretrained=moved_to,
     )
@@ -314,11 +340,16 @@ def search(
     if html_out is not None:
         from clipcli.views.html import search_page
 
-        search_page(found.hits, html_out, query=query, image=image)
-    if sheet_out is not None:
+        search_page(found.hits, html_out, query=query, image=image[0] if image else None)
+    if sheet_out is not None and found.hits:
         from clipcli.views.contact_sheet import search_tiles, write_contact_sheet
 
         write_contact_sheet(search_tiles(found.hits), sheet_out)
+    if not found.hits:  # only a score floor leaves an index with photos without hits
+        print_warning(
+            f"no photo scores {min_score} or more"
+            + (f"; {sheet_out} not written" if sheet_out is not None else "")
+        )
     if found.missing == 1:
         print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
     elif found.missing:

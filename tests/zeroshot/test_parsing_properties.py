@@ -8,6 +8,7 @@ layout, any query), and Hypothesis looks for one that breaks it. The runs are de
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import Cli
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from clipcli.encoders.tokenizer import FastTokenizer
@@ -377,10 +378,50 @@ def test_a_query_of_only_white_space_is_nothing_to_search_for(query: str, tmp_pa
 )
 def test_a_query_with_anything_but_white_space_is_searched_for(query: str, tmp_path: Path) -> None:
     """Any query with one character that is not white space (punctuation, markup, a lone
-    undecodable byte) is taken: the search goes on to open the index, which here is missing."""
+    undecodable byte) is taken as a phrase with --literal: the search goes on to open the
+    index, which here is missing. Read as terms, it is that too, or a usage error that quotes
+    the query (an operator with no term after it)."""
     with pytest.raises(IndexMissingError):
+        search_index(tmp_path / "no-index", query, literal=True)
+    try:
         search_index(tmp_path / "no-index", query)
+    except UsageError as refused:
+        assert query.strip() in refused.message and "with no term after it" in refused.message
+    except IndexMissingError:
+        pass
+    else:
+        raise AssertionError("a search of a missing index must fail")
 
+
+@PROPERTY
+@given(
+    terms=st.lists(
+        st.tuples(
+            st.sampled_from(["+", "-"]),
+            st.sampled_from(["", "2*", "0.5 * "]),
+            argument_text(min_size=1).filter(lambda text: text.strip() and not text[0].isspace()),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_terms_joined_by_spaced_operators_read_back_as_given(terms) -> None:
+    """Phrases without a spaced operator inside, joined by ` + ` and ` - ` with optional
+    weights, read back as those phrases, signs and weights."""
+    from clipcli.query import parse_terms
+
+    assume(all(not OPERATOR_INSIDE.search(f" {text} ") for _, _, text in terms))
+    assume(all(not WEIGHT_LIKE.match(text) for _, _, text in terms))
+    query = " ".join(f"{sign} {weight}{text}" for sign, weight, text in terms)
+    parsed = parse_terms(query)
+    assert [term.text for term in parsed] == [text.strip() for _, _, text in terms]
+    weights = [{"": 1.0, "2*": 2.0, "0.5 * ": 0.5}[weight] for _, weight, _ in terms]
+    signs = [1.0 if sign == "+" else -1.0 for sign, _, _ in terms]
+    assert [term.weight for term in parsed] == [s * w for s, w in zip(signs, weights, strict=True)]
+
+
+OPERATOR_INSIDE = re.compile(r"\s[+-]\s")
+WEIGHT_LIKE = re.compile(r"(\d+(\.\d*)?|\.\d+)\s*\*")
 
 # Pieces of HTML character references: open_clip unescapes a query's HTML, more than once.
 HTML_PIECES = ["&", "amp;", "amp", "lt;", "#38;", "<", " ", "a"]

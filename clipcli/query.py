@@ -1,0 +1,141 @@
+"""A search query (text terms added and subtracted, example images) turned into one unit vector.
+
+`"beach + sunset - people"` is three terms: each a phrase, signed by the ` + ` or ` - ` before
+it (spaces on both sides; a `-` inside a word, as in "black-and-white", stays part of it) and
+weighted by an optional `2*` in front. The query vector is the weighted sum of the terms' unit
+embeddings and of the example images' (each +1, and -1 for an image to move away from),
+normalised again: the arithmetic of rclip and of the CLIP paper's embedding space.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clipcli.encoders import text_tower
+from clipcli.encoders.batching import embed_files
+from clipcli.encoders.choose import full_model, load_image_encoder
+from clipcli.encoders.protocols import ImageEncoder
+from clipcli.encoders.torch_clip import Encoder
+from clipcli.errors import UsageError
+from clipcli.models.names import ModelSpec
+from clipcli.store.text_cache import RAW_QUERY, TextEmbeddingCache
+from clipcli.vectors import Embeddings
+
+# An operator: + or - with white space on both sides (or at the very start, before a term);
+# the space after it is left to the next term, so that "a + - b" shows a term missing.
+_OPERATOR = re.compile(r"(?:^|\s+)([+-])(?=\s)")
+_WEIGHTED = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*\*\s*(.*)", re.DOTALL)
+# Below this the terms cancel out: the direction of what is left is noise.
+CANCELLED = 1e-6
+HINT = 'write terms as "beach + sunset - people" or "2*beach + sunset", or give --literal'
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str
+    weight: float  # negative for a term subtracted
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to search for: text terms, images to move towards, images to move away from."""
+
+    terms: list[Term] = field(default_factory=list)
+    images: Sequence[Path] = ()
+    not_images: Sequence[Path] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.terms or self.images or self.not_images)
+
+
+def parse_terms(text: str | None, *, literal: bool = False) -> list[Term]:
+    """The signed, weighted terms of a text query; none for a query of only white space.
+
+    With `literal` the whole text is one term, whatever it holds.
+    """
+    if text is None or not text.strip():
+        return []
+    if literal:
+        return [Term(text.strip(), 1.0)]
+    pieces = _OPERATOR.split(text)  # [term, sign, term, sign, term...]
+    signed = pieces[1:] if len(pieces) > 1 and not pieces[0].strip() else ["+", *pieces]
+    return [
+        _term(text, sign, raw.strip()) for sign, raw in zip(signed[::2], signed[1::2], strict=True)
+    ]
+
+
+def _term(query: str, sign: str, raw: str) -> Term:
+    weight = 1.0
+    weighted = _WEIGHTED.fullmatch(raw)
+    if weighted:
+        weight, raw = float(weighted.group(1)), weighted.group(2).strip()
+    if not raw:
+        raise UsageError(f"query '{query.strip()}': a '{sign}' with no term after it", hint=HINT)
+    return Term(raw, weight if sign == "+" else -weight)
+
+
+def query_vector(spec: ModelSpec, query: Query, device: str = "auto") -> Embeddings:
+    """The query's unit vector in the model's space (see the module's docstring).
+
+    Text terms come from the query cache, else the exported text tower (no torch), else the
+    model; images go through the exported image tower when auto would run it.
+    """
+    loaded = None
+    examples = [*query.images, *query.not_images]
+    if examples:
+        loaded = load_image_encoder(spec, device, images=len(examples))
+    model = full_model(loaded, spec, device)  # loaded at most once, for either part
+    parts: list[tuple[float, Embeddings]] = []
+    if query.terms:
+        texts = _term_vectors(spec, [term.text for term in query.terms], device, model)
+        parts += [(term.weight, texts[term.text]) for term in query.terms]
+    if loaded is not None:
+        vectors = _image_vectors(loaded, examples)
+        signs = [1.0] * len(query.images) + [-1.0] * len(query.not_images)
+        parts += list(zip(signs, vectors, strict=True))
+    total = np.sum([weight * vector.astype(np.float64) for weight, vector in parts], axis=0)
+    norm = float(np.linalg.norm(total))
+    if norm < CANCELLED:
+        raise UsageError("the query's terms cancel each other out", hint=HINT)
+    return (total / norm).astype(np.float32)
+
+
+def _image_vectors(encoder: ImageEncoder, paths: Sequence[Path]) -> Embeddings:
+    found: dict[Path, Embeddings] = {}
+    for batch in embed_files(encoder, list(dict.fromkeys(paths)), batch_size=8):
+        if batch.failures:
+            raise batch.failures[0]
+        found.update(zip(batch.paths, batch.embeddings, strict=True))
+    return np.stack([found[path] for path in paths])
+
+
+def _term_vectors(
+    spec: ModelSpec, texts: list[str], device: str, model: Callable[[], Encoder]
+) -> dict[str, Embeddings]:
+    """Each term's unit embedding, through the query cache: a repeated term costs nothing."""
+    unique = list(dict.fromkeys(texts))
+    with TextEmbeddingCache.default() as cache:
+        found = cache.get(spec.fingerprint, RAW_QUERY, unique)
+        missing = [text for text in unique if text not in found]
+        if missing:
+            embedded = dict(zip(missing, _embed_texts(spec, missing, device, model), strict=True))
+            cache.put(spec.fingerprint, RAW_QUERY, embedded)
+            found.update(embedded)
+    return found
+
+
+def _embed_texts(
+    spec: ModelSpec, texts: list[str], device: str, model: Callable[[], Encoder]
+) -> Embeddings:
+    fast = text_tower.fast_text_encoder(spec) if device in {"auto", "cpu"} else None
+    if fast is not None:
+        return fast(texts)
+    encoder = model()
+    text_tower.prepare_fast_search(encoder)  # so that the next search is fast
+    return encoder.encode_texts(texts)
