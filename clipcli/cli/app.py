@@ -340,7 +340,9 @@ def search(
     if html_out is not None:
         from clipcli.views.html import search_page
 
-        search_page(found.hits, html_out, query=query, image=image[0] if image else None)
+        search_page(
+            found.hits, html_out, query=query, images=image or (), not_images=not_image or ()
+        )
     if sheet_out is not None and found.hits:
         from clipcli.views.contact_sheet import search_tiles, write_contact_sheet
 

@@ -65,12 +65,18 @@ class Section:
 
 
 def search_page(
-    hits: Sequence[SearchHit], out: Path, *, query: str | None, image: Path | None = None
+    hits: Sequence[SearchHit],
+    out: Path,
+    *,
+    query: str | None,
+    images: Sequence[Path] = (),
+    not_images: Sequence[Path] = (),
 ) -> None:
-    """Write the hits of a search, best first, as a grid of thumbnails under the query."""
-    example = None if image is None else str(image)
-    thumbs = _thumbnails([*([example] if example else []), *(hit.path for hit in hits)])
-    html = _render("search.html", hits=hits, query=query, example=example, thumbs=thumbs)
+    """Write the hits of a search, best first, as a grid of thumbnails under the query and the
+    example images it moved towards (and away from)."""
+    towards, away = [str(path) for path in images], [str(path) for path in not_images]
+    thumbs = _thumbnails([*towards, *away, *(hit.path for hit in hits)])
+    html = _render("search.html", hits=hits, query=query, towards=towards, away=away, thumbs=thumbs)
     write_file(out, html.encode("utf-8"), what="the page")
 
 

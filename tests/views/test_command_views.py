@@ -121,3 +121,18 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_any_work(
     result = cli(*command, option, tmp_path / name, *SHAPES[:0])
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {option} {tmp_path / name}")
+
+
+def test_search_html_shows_every_example_image_apart_from_the_hits(
+    cli, indexed, shapes_dataset, tmp_path
+):
+    towards, away = sorted((shapes_dataset / "star").iterdir())[:2]
+    page = tmp_path / "examples.html"
+    result = cli(
+        "search", "--image", towards, "--not-image", away, "--index", indexed, "--top-k", "4",
+        "--html", page,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    images = page_images(page)
+    assert images.classes.count("example") == 2 and images.classes.count("hit") == 4
+    assert "and unlike this image" in page.read_text(encoding="utf-8")

@@ -72,7 +72,7 @@ def test_each_thumbnail_links_to_its_original_file(tmp_path: Path, monkeypatch):
 def test_the_example_image_of_an_image_search_is_shown_apart_from_the_hits(tmp_path: Path):
     example = save_photo("astronaut", tmp_path / "example.jpg")
     hits = ranked([save_photo(name, tmp_path / f"{name}.jpg") for name in ("coffee", "rocket")])
-    page = written(search_page, hits, query=None, image=example)
+    page = written(search_page, hits, query=None, images=[example])
 
     assert len(page.find_all("img", "hit")) == 2
     assert len(page.find_all("img", "example")) == 1
@@ -402,7 +402,7 @@ def all_pages(paths: list[Path], labels: list[str]) -> list[Page]:
     skipped = [Skipped(str(path), first) for path in paths]
     report = EvalReport(str(paths[0].parent), second, [first, second], 2, skipped, [score])
     return [
-        written(search_page, ranked(paths), query=first, image=paths[0]),
+        written(search_page, ranked(paths), query=first, images=[paths[0]]),
         written(classify_page, results),
         written(eval_page, report),
     ]
