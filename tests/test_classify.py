@@ -246,7 +246,7 @@ def test_batch_size_1_keeps_every_good_answer_around_a_bad_file(cli, model_args,
     assert data[1] == {"path": str(bad), "error": "not an image (unrecognised format)"}
 
 
-@pytest.mark.parametrize("contents", [[], ["notes.txt", "raw.cr2"]], ids=["empty", "no-images"])
+@pytest.mark.parametrize("contents", [[], ["notes.txt", "archive.zip"]], ids=["empty", "no-images"])
 def test_a_folder_without_images_is_warned_about_and_exits_1_without_loading_a_model(
     cli, tmp_path, monkeypatch, contents
 ):

@@ -6,12 +6,15 @@ caller decides whether to skip it, report it, or stop.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import stat
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,10 +22,28 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipcli.errors import ClipcliError
+from clipcli.media import heif
+from clipcli.media.formats import AVIF_EXTENSIONS, is_raw_name
+from clipcli.media.raw import RawPreviewError, read_preview
 
 # What Pillow and its plugins raise for damaged data. Deliberately specific, so that a bug in
 # our own code (TypeError, AttributeError...) keeps its traceback instead of blaming the file.
 _CORRUPT_DATA_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+# libheif and libavif report some damage as RuntimeError ("Missing or empty image item"); it
+# counts as damage only in a file that is one of theirs.
+_ISO_MEDIA_DATA_ERRORS = (*_CORRUPT_DATA_ERRORS, RuntimeError)
+
+_EXIF_ORIENTATION = 0x0112
+# How ImageOps.exif_transpose turns each EXIF orientation upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 # Modes whose samples go beyond 8 bits; Pillow's own convert("RGB") clips them instead of scaling.
 _WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -50,7 +71,9 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
 
     Applies the EXIF orientation, takes the first frame of animations, scales 16-bit samples to
     8 bits and puts transparent areas on white. Decoding is complete when this returns, so a
-    truncated file fails here rather than later inside a batch.
+    truncated file fails here rather than later inside a batch. HEIF (HEIC) and AVIF photos are
+    known by their content, whatever their name; a camera RAW file (by its extension) gives the
+    preview embedded in it, which needs rawpy (the `raw` extra).
 
     With `min_size`, a JPEG may be decoded at a reduced DCT scale (1/2, 1/4 or 1/8) as long as
     both sides stay at least `min_size`: an 8-MP photo bound for a 224-px model decodes several
@@ -60,7 +83,10 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
     """
     # Everything happens with the file open: some plugins read lazily even after load().
     with open_image_file(path) as fp:
-        image = _decode(path, fp, min_size)
+        if is_raw_name(os.fspath(path)):
+            image = _decode_raw(path, min_size)  # rawpy reads the file by its name
+        else:
+            image = _decode(path, fp, min_size)
         if min_size:
             image = _middle_of_strip(image)
         try:
@@ -90,6 +116,12 @@ def open_image_file(path: Path) -> BinaryIO:
 
 
 def _decode(path: Path, fp: BinaryIO, min_size: int | None = None) -> Image.Image:
+    with _pillow_quiet():
+        return _apply_orientation(_load(path, fp, min_size))
+
+
+@contextlib.contextmanager
+def _pillow_quiet() -> Iterator[None]:
     # Where a file is a little damaged (EXIF cut short, a TIFF tag past the end of the file)
     # Pillow skips what is missing with a warning, which Python would write to stderr with a
     # line of Pillow's source; the pixels are what count. Between 1x and 2x Pillow's pixel
@@ -99,22 +131,57 @@ def _decode(path: Path, fp: BinaryIO, min_size: int | None = None) -> Image.Imag
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"PIL\.")
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _load(path: Path, fp: BinaryIO, min_size: int | None = None) -> Image.Image:
+    """The file's first frame, decoded as stored (not yet turned upright)."""
+    head = fp.read(heif.HEADER_SIZE)
+    fp.seek(0)
+    container = heif.container(head)
+    if container == "HEIF" and not heif.register_heif_opener():
+        raise ImageDecodeError(path, "HEIF image, but pillow-heif (which decodes it) is missing")
+    if container == "AVIF" and not AVIF_EXTENSIONS:
+        raise ImageDecodeError(path, "AVIF image, but this Pillow cannot decode AVIF (11.2 can)")
+    data_errors = _CORRUPT_DATA_ERRORS if container is None else _ISO_MEDIA_DATA_ERRORS
+    try:
+        image = Image.open(fp)
+        if min_size and image.format == "JPEG":
+            image.draft("RGB", (min_size, min_size))
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(path, _bomb_reason(exc)) from None
+    except UnidentifiedImageError:
+        if container is not None:
+            # Its decoder gave up on it, and Pillow keeps the reason to itself.
+            raise ImageDecodeError(path, f"truncated or corrupt {container} image") from None
+        raise ImageDecodeError(path, "not an image (unrecognised format)") from None
+    except MemoryError:
+        # Sizes in a damaged header can ask for gigabytes (a PNG chunk says it is 2 GB
+        # long, and Pillow reads it in one go): that file is unusable here, not the run.
+        raise ImageDecodeError(path, "not enough memory to decode it") from None
+    except data_errors as exc:
+        reason = f"truncated or corrupt image data ({_one_line(exc)})"
+        raise ImageDecodeError(path, reason) from None
+    return image
+
+
+def _decode_raw(path: Path, min_size: int | None) -> Image.Image:
+    try:
+        preview = read_preview(path)
+    except RawPreviewError as exc:
+        raise ImageDecodeError(path, str(exc)) from None
+    if preview.bitmap is not None:
+        return _turn(preview.bitmap, preview.orientation)
+    with _pillow_quiet():
         try:
-            image = Image.open(fp)
-            if min_size and image.format == "JPEG":
-                image.draft("RGB", (min_size, min_size))
-            image.load()
-        except Image.DecompressionBombError as exc:
-            raise ImageDecodeError(path, _bomb_reason(exc)) from None
-        except UnidentifiedImageError:
-            raise ImageDecodeError(path, "not an image (unrecognised format)") from None
-        except MemoryError:
-            # Sizes in a damaged header can ask for gigabytes (a PNG chunk says it is 2 GB
-            # long, and Pillow reads it in one go): that file is unusable here, not the run.
-            raise ImageDecodeError(path, "not enough memory to decode it") from None
-        except _CORRUPT_DATA_ERRORS as exc:
-            raise ImageDecodeError(path, f"truncated or corrupt image data ({exc})") from None
-        return _apply_orientation(image)
+            image = _load(path, io.BytesIO(preview.jpeg or b""), min_size)
+        except ImageDecodeError as exc:
+            raise ImageDecodeError(path, f"embedded preview: {exc.reason}") from None
+        # The preview's own EXIF orientation where it has one, else the RAW file's: not both.
+        if _exif_orientation(image) in _UPRIGHT:
+            return _apply_orientation(image)
+    return _turn(image, preview.orientation)
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
@@ -123,6 +190,23 @@ def _apply_orientation(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except _CORRUPT_DATA_ERRORS:
         return image
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except (*_CORRUPT_DATA_ERRORS, TypeError):
+        return 1
+
+
+def _turn(image: Image.Image, orientation: int) -> Image.Image:
+    method = _UPRIGHT.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+def _one_line(exc: Exception) -> str:
+    # libheif's messages end in a newline; a reason is printed on one line.
+    return " ".join(str(exc).split())
 
 
 def _middle_of_strip(image: Image.Image) -> Image.Image:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipcli.errors import UsageError
-from clipcli.media.discover import discover_images, is_image_name
+from clipcli.media.discover import discover_images, is_image_name, is_junk_name
 from clipcli.zeroshot.templates import TEXT_FILE_ENCODING
 
 _SEPARATORS = re.compile(r"[_\-\s]+")
@@ -101,7 +101,10 @@ def _loose_images(root: Path) -> list[Path]:
         return sorted(
             Path(entry.path)
             for entry in scan
-            if not entry.name.startswith(".") and is_image_name(entry.name) and entry.is_file()
+            if not entry.name.startswith(".")
+            and not is_junk_name(entry.name)
+            and is_image_name(entry.name)
+            and entry.is_file()
         )
 
 

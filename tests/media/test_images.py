@@ -254,7 +254,9 @@ PILLOW_READS_AVIF = ".avif" in Image.registered_extensions()
 
 def test_image_extensions_are_lowercase_with_a_dot() -> None:
     expected = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif"}
-    assert expected | {".tiff"} == IMAGE_EXTENSIONS - {".avif"}
+    expected |= {".tiff", ".heic", ".heif", ".hif"}
+    expected |= {".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf", ".rw2", ".raf"}
+    assert expected == IMAGE_EXTENSIONS - {".avif"}
     assert (".avif" in IMAGE_EXTENSIONS) == PILLOW_READS_AVIF
 
 
@@ -315,12 +317,12 @@ def test_discovery_ignores_other_files(tmp_path: Path) -> None:
 def test_hidden_files_and_folders_are_skipped_unless_asked_for(tmp_path: Path) -> None:
     touch_image(tmp_path / "visible.png")
     touch_image(tmp_path / ".hidden.png")
-    touch_image(tmp_path / ".thumbnails" / "small.png")
+    touch_image(tmp_path / ".private" / "small.png")
 
     assert discover_images(tmp_path) == [tmp_path / "visible.png"]
     assert discover_images(tmp_path, include_hidden=True) == [
         tmp_path / ".hidden.png",
-        tmp_path / ".thumbnails" / "small.png",
+        tmp_path / ".private" / "small.png",
         tmp_path / "visible.png",
     ]
 
