@@ -19,17 +19,19 @@ from clipcli.encoders.batching import embed_files
 from clipcli.encoders.calibration import USER_PHOTOS
 from clipcli.encoders.choose import load_image_encoder, requested_spec
 from clipcli.encoders.protocols import ImageEncoder
-from clipcli.errors import ModelMismatchError, UsageError
+from clipcli.errors import IndexMissingError, ModelMismatchError, UsageError
 from clipcli.media.discover import discover_images
 from clipcli.media.hashing import file_sha256
+from clipcli.media.taken import taken_at
 from clipcli.models.names import ModelSpec, recorded_spec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import model_from_environment, precision_choice
-from clipcli.store import catalog_repair, index_folder, index_registry, vector_index
-from clipcli.store.catalog import Catalog
+from clipcli.store import catalog_repair, index_folder, index_registry, root_upkeep, vector_index
+from clipcli.store.catalog import CATALOG_FILE, Catalog
 from clipcli.store.catalog_records import (
     CatalogEntry,
+    Dated,
     Move,
     NewImage,
     RecordedModel,
@@ -60,6 +62,9 @@ class IndexReport:
     total: int = 0
     seconds: float = 0.0
     repaired: RepairReport | None = None  # left out of --json when there was no repair
+    # Roots whose photos were kept as they are, their folder not there (not mounted): for a
+    # warning on stderr, left out of --json.
+    unreachable: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,9 @@ def update_index(
     progress: ProgressReporter | None = None,
     on_repair: Callable[[RepairReport], None] | None = None,
     embeddings_only: bool = False,
+    excludes: Sequence[str] | None = None,
+    forget: Sequence[Path] = (),
+    prune: bool = False,
 ) -> IndexReport:
     """Index every image under `roots` into `folder`, doing only the work that changed.
 
@@ -110,11 +118,20 @@ def update_index(
 
     `embeddings_only` makes the folder a cache of embeddings (eval's), not an index to search:
     it gets no FAISS index, and it is not a known index whose export the cache cleaner keeps.
+
+    Each folder of `roots` is recorded as a root of the index with `excludes` (gitignore-style
+    patterns), which are remembered for it: None keeps those it was given before. The photos of
+    a root that cannot be reached now (a drive not mounted) are kept, unless their content
+    turns up under a root of this run, where they are re-pointed. `forget` drops folders and
+    their photos without reading them; `prune` drops photos whose files are gone (those of
+    unreachable roots excepted) without scanning for new ones.
     """
     started = time.perf_counter()
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
+    if not roots and not (folder / CATALOG_FILE).is_file():
+        raise IndexMissingError(f"{folder}: no index here", hint="give --index the index folder")
     job = _Job(
         roots,
         model,
@@ -126,6 +143,9 @@ def update_index(
         reset,
         progress or NoProgress(),
         embeddings_only,
+        None if excludes is None else tuple(excludes),
+        tuple(os.path.abspath(path) for path in forget),
+        prune,
     )
     with index_folder.writing(folder):
         repair_report = catalog_repair.repair_if_damaged(folder, job.progress) if repair else None
@@ -154,6 +174,13 @@ class _Job:
     reset: bool
     progress: ProgressReporter
     embeddings_only: bool = False
+    excludes: tuple[str, ...] | None = None  # None: each root's own, as recorded
+    forget: tuple[str, ...] = ()
+    prune: bool = False
+
+    @property
+    def root_paths(self) -> list[str]:
+        return [os.path.abspath(root) for root in self.roots]
 
 
 def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
@@ -165,16 +192,30 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
         encoder.load()  # a model that cannot load must not cost the user their index
         forgotten = set(catalog.entries())
         catalog.clear()
-    files = _scan(job.roots, job.include_hidden)
-    plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress)
+    excludes = _excludes(catalog, job)
+    files = _scan(job.roots, job.include_hidden, excludes)
+    kept_away = root_upkeep.unreachable_roots(catalog, job.root_paths)
+    plan = _plan(files, catalog.entries(), job.roots, catalog, job.progress, kept_away)
     if plan.to_encode:  # before the first write: a model that cannot load changes nothing
         encoder.photos = [Path(file.path) for file, _ in plan.to_encode[:USER_PHOTOS]]
         _load_for(encoder, len(plan.to_encode), job.progress)
     recorded = (RecordedModel(spec.name, spec.pretrained), spec.weights_id)
-    if (catalog.model(), catalog.weights()) != recorded:
+    if job.roots and (catalog.model(), catalog.weights()) != recorded:
         catalog.set_model(spec.name, spec.pretrained, spec.weights_id)
     report = IndexReport(index=str(folder), model=spec.name)
+    forgotten_now = root_upkeep.forget(catalog, job.forget)
+    for root in job.root_paths:
+        catalog.set_root(root, job.excludes)
     _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
+    report.removed += forgotten_now
+    if job.prune:
+        pruned, report.unreachable = root_upkeep.prune(catalog)
+        report.removed += pruned
+    else:
+        report.unreachable = [root for root in kept_away if _holds_photos(catalog, root)]
+    root_upkeep.drop_emptied(catalog, job.root_paths)
+    report.total = catalog.count()
+    _date_undated(catalog, job.progress)
     if job.reset:  # photos of other folders are gone too: the report counts every one
         report.removed = len(forgotten - set(catalog.entries()))
     if not job.embeddings_only:
@@ -264,10 +305,25 @@ def _same_weights(spec: ModelSpec, catalog: Catalog) -> bool:
     return spec.pretrained == pretrained
 
 
-def _scan(roots: Sequence[Path], include_hidden: bool) -> list[_FileStat]:
+def _excludes(catalog: Catalog, job: _Job) -> dict[str, tuple[str, ...]]:
+    """Each root's exclude patterns: those given now, else those recorded for it."""
+    if job.excludes is not None:
+        return {root: job.excludes for root in job.root_paths}
+    recorded = {root.path: root.excludes for root in catalog.roots()}
+    return {root: recorded.get(root, ()) for root in job.root_paths}
+
+
+def _holds_photos(catalog: Catalog, root: str) -> bool:
+    return catalog.photos_under([root])[0] > 0
+
+
+def _scan(
+    roots: Sequence[Path], include_hidden: bool, excludes: dict[str, tuple[str, ...]]
+) -> list[_FileStat]:
     files: dict[str, _FileStat] = {}
     for root in roots:
-        for path in discover_images(root, include_hidden=include_hidden):
+        patterns = excludes.get(os.path.abspath(root), ())
+        for path in discover_images(root, include_hidden=include_hidden, excludes=patterns):
             try:
                 stat = path.stat()
             except OSError:
@@ -286,7 +342,10 @@ def _plan(
     roots: Sequence[Path],
     catalog: Catalog,
     progress: ProgressReporter,
+    kept_away: Sequence[str] = (),
 ) -> _Plan:
+    """What to do with each file. A photo gone from a root in `kept_away` (unreachable roots)
+    may be found moved under this run's roots, by content; otherwise it stays as it is."""
     plan = _Plan()
     changed = []
     unreadable = catalog.unreadable()
@@ -325,10 +384,16 @@ def _plan(
             moved = gone_by_hash[sha].pop()
             plan.moves.append(Move(moved.id, file.path, file.size, file.mtime_ns))
         elif (vector := catalog.embedding_for_hash(sha)) is not None:
-            plan.copies.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
+            dated = taken_at(file.path, file.mtime_ns)
+            plan.copies.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated))
         else:
             plan.to_encode.append((file, sha))
-    plan.removals = [e.id for entries_ in gone_by_hash.values() for e in entries_]
+    plan.removals = [
+        e.id
+        for entries_ in gone_by_hash.values()
+        for e in entries_
+        if not root_upkeep.is_under(e.path, kept_away)
+    ]
     return plan
 
 
@@ -375,7 +440,8 @@ def _encode(
         new = []
         for path, vector in zip(batch.paths, batch.embeddings, strict=True):
             file, sha = by_path[str(path)]
-            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector))
+            dated = taken_at(file.path, file.mtime_ns)
+            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated))
         catalog.add(new)
         bad = [(by_path[str(f.path)][0], f.reason) for f in batch.failures]
         catalog.set_unreadable(
@@ -385,3 +451,25 @@ def _encode(
         failed += [Skipped(f.path, reason) for f, reason in bad]
         progress.advance(len(batch.paths) + len(batch.failures))
     return encoded, failed
+
+
+# Dates written per transaction: a run killed while dating keeps all but the batch in flight.
+DATE_BATCH = 1024
+
+
+def _date_undated(catalog: Catalog, progress: ProgressReporter) -> None:
+    """Read when each photo the catalog has no date for was taken (a catalog made before
+    dates were recorded), from its file's EXIF, else its recorded mtime, embedding nothing
+    again. The plan has removed the photos whose files are gone.
+
+    Moves and touches keep a date, as the content is the same; a file whose content changed
+    is embedded again, and dated then.
+    """
+    undated = catalog.undated()
+    if not undated:
+        return
+    progress.phase("Reading dates", len(undated))
+    for start in range(0, len(undated), DATE_BATCH):
+        batch = undated[start : start + DATE_BATCH]
+        catalog.date([Dated(entry.id, taken_at(entry.path, entry.mtime_ns)) for entry in batch])
+        progress.advance(len(batch))

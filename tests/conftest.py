@@ -141,6 +141,24 @@ def cli() -> Cli:
     return Cli()
 
 
+@pytest.fixture
+def index(tmp_path: Path) -> Path:
+    """Where a test's index goes."""
+    return tmp_path / "index"
+
+
+@pytest.fixture
+def run_index(cli, model_args: list[str], index: Path):
+    """`clipcli index ROOTS... --index <index> <model> --json`, expected to succeed."""
+
+    def run(*args: str | Path) -> dict:
+        result, report = cli.json("index", *args, "--index", index, *model_args)
+        assert result.exit_code == 0, result.stderr
+        return report
+
+    return run
+
+
 ImageMaker = Callable[..., Path]
 
 
@@ -238,6 +256,9 @@ def as_of_the_previous_schema(index: Path) -> None:
 
     db = sqlite3.connect(index / CATALOG_FILE)
     with db:
-        db.execute("DELETE FROM meta WHERE key = 'paths'")  # the last migration's row
+        # What the last migration added: when each photo was taken, and its index; the roots.
+        db.execute("DROP INDEX images_taken_at")
+        db.execute("ALTER TABLE images DROP COLUMN taken_at")
+        db.execute("DROP TABLE roots")
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     db.close()

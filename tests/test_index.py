@@ -130,23 +130,6 @@ def embed_directly(checkpoint: Path, path: Path) -> np.ndarray:
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> Path:
-    return tmp_path / "index"
-
-
-@pytest.fixture
-def run_index(cli, model_args: list[str], index: Path):
-    """`clipcli index ROOTS... --index <index> <model> --json`, expected to succeed."""
-
-    def run(*args: str | Path) -> dict:
-        result, report = cli.json("index", *args, "--index", index, *model_args)
-        assert result.exit_code == 0, result.stderr
-        return report
-
-    return run
-
-
-@pytest.fixture
 def search_paths(cli, index: Path):
     """Paths `clipcli search` returns for a fixed query, best first."""
 

@@ -14,26 +14,30 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from clipcli.errors import CatalogUnreadableError, ClipcliError
+from clipcli.store import catalog_filters, catalog_roots
 from clipcli.store.catalog_records import (
     CatalogEntry,
+    Dated,
     Move,
     NewImage,
     RecordedModel,
     StoredImage,
     Touch,
+    Undated,
     Unreadable,
     UnreadableFile,
     path_from,
     path_value,
 )
-from clipcli.store.catalog_schema import MIGRATIONS, SCHEMA_VERSION, statements
+from clipcli.store.catalog_roots import Root
+from clipcli.store.catalog_schema import DATED_SCHEMA, MIGRATIONS, SCHEMA_VERSION, statements
 from clipcli.vectors import from_blob, to_blob
 
 if TYPE_CHECKING:
@@ -254,6 +258,79 @@ class Catalog:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     @_reported
+    def filtered_ids(
+        self,
+        *,
+        under: Sequence[str] = (),
+        since: float | None = None,
+        until: float | None = None,
+        extensions: Collection[str] = (),
+    ) -> np.ndarray:
+        """The ids (int64, sorted) of the photos that every filter given keeps; all of them
+        when none is given.
+
+        - `under`: folders (absolute paths); a photo is under one when its path begins with
+          the folder and a separator, so `/a/b` keeps `/a/b/c.jpg` and `/a/b/d/e.jpg`, never
+          `/a/bc/f.jpg`. Any of them will do.
+        - `since`, `until`: bounds, both inclusive, on when the photo was taken, in wall-clock
+          seconds as clipcli.media.taken counts them: a clock reading as if it were UTC, for
+          EXIF dates name no time zone. Turn a date into one with taken.wall_seconds, so that
+          a day means the same calendar day as the camera's. A photo whose date was never
+          read (a catalog the index run has not dated yet) counts as taken at its file's
+          modification time, as this machine's clock showed it.
+        - `extensions`: file types without the dot (`jpg`, `png`); a photo is kept when its
+          file name ends in a dot and one of them, ASCII letters in any case (`.JPG`).
+
+        Paths stored as bytes (not UTF-8) are filtered alike. Each filter reads an index of
+        the catalog, not its rows (catalog_filters).
+        """
+        return catalog_filters.filtered_ids(
+            self._db,
+            self.schema_version,
+            under=under,
+            since=since,
+            until=until,
+            extensions=extensions,
+        )
+
+    @_reported
+    def roots(self) -> list[Root]:
+        """The folders index runs were given, sorted; none for a catalog of an older schema
+        (opened read-only), whose next index run records them."""
+        if self.schema_version < DATED_SCHEMA:
+            return []
+        return catalog_roots.roots(self._db)
+
+    @_reported
+    def photos_under(self, folders: Sequence[str]) -> list[int]:
+        """How many photos lie under each folder."""
+        return [len(self.filtered_ids(under=[folder])) for folder in folders]
+
+    @_reported
+    def set_root(self, path: str, excludes: Sequence[str] | None = None) -> None:
+        """Record a root; `excludes` replaces its exclude patterns, None keeps them."""
+        with self._transaction():
+            catalog_roots.set_root(self._db, path, excludes)
+
+    @_reported
+    def drop_root(self, path: str) -> None:
+        with self._transaction():
+            catalog_roots.drop_root(self._db, path)
+
+    @_reported
+    def move_root(self, old: str, new: str) -> int:
+        """Re-point root `old`, and every photo under it, at `new`; how many photos moved.
+        Ids and vectors stay, so the FAISS index needs no change."""
+        with self._transaction():
+            return catalog_roots.move_root(self._db, old, new)
+
+    @_reported
+    def undated(self) -> list[Undated]:
+        """Entries whose date was never read: added before dates were recorded, or without one."""
+        rows = self._db.execute("SELECT id, path, mtime_ns FROM images WHERE taken_at IS NULL")
+        return [Undated(id_, path_from(path), mtime_ns) for id_, path, mtime_ns in rows]
+
+    @_reported
     def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}
         # SQLite takes at most 999 parameters per statement in older builds, 32,766 in newer.
@@ -274,15 +351,24 @@ class Catalog:
         """Insert or replace by path, in one transaction: a killed run loses at most this batch."""
         now = time.time()
         rows = [
-            (path_value(i.path), i.size, i.mtime_ns, i.sha256, to_blob(i.embedding), now)
+            (
+                path_value(i.path),
+                i.size,
+                i.mtime_ns,
+                i.sha256,
+                to_blob(i.embedding),
+                now,
+                i.taken_at,
+            )
             for i in images
         ]
         self._write_images(
-            "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+            "INSERT INTO images"
+            " (path, size, mtime_ns, sha256, embedding, indexed_at, taken_at, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
             " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
             " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
-            " changed = excluded.changed",
+            " taken_at = excluded.taken_at, changed = excluded.changed",
             rows,
         )
 
@@ -294,13 +380,22 @@ class Catalog:
         share a path only when damage changed one of them, and which one cannot be told.
         """
         rows = [
-            (i.id, path_value(i.path), i.size, i.mtime_ns, i.sha256, i.embedding, i.indexed_at)
+            (
+                i.id,
+                path_value(i.path),
+                i.size,
+                i.mtime_ns,
+                i.sha256,
+                i.embedding,
+                i.indexed_at,
+                i.taken_at,
+            )
             for i in images
         ]
         self._write_images(
             "INSERT OR IGNORE INTO images"
-            " (id, path, size, mtime_ns, sha256, embedding, indexed_at, changed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " (id, path, size, mtime_ns, sha256, embedding, indexed_at, taken_at, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -315,8 +410,21 @@ class Catalog:
             self._set_meta("generation", str(generation))
 
     @_reported
+    def date(self, dates: Sequence[Dated]) -> None:
+        """Record when entries' photos were taken, in one transaction. Not a new generation:
+        the FAISS index holds no dates."""
+        if not dates:
+            return
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE images SET taken_at = ? WHERE id = ?",
+                [(taken_at, id_) for id_, taken_at in dates],
+            )
+
+    @_reported
     def move(self, moves: Sequence[Move]) -> None:
-        """Give entries new paths and stats, keeping their vectors."""
+        """Give entries new paths and stats, keeping their vectors and dates (the content is
+        the same)."""
         if not moves:
             return
         with self._transaction():
@@ -328,7 +436,7 @@ class Catalog:
 
     @_reported
     def touch(self, stats: Sequence[Touch]) -> None:
-        """Record new stats for files whose content did not change."""
+        """Record new stats for files whose content did not change; their dates stay."""
         if not stats:
             return
         with self._transaction():
@@ -361,10 +469,11 @@ class Catalog:
 
     @_reported
     def clear(self) -> None:
-        """Forget every image and the model (for --reset)."""
+        """Forget every image, every root and the model (for --reset)."""
         with self._transaction():
             self._db.execute("DELETE FROM images")
             self._db.execute("DELETE FROM unreadable")
+            self._db.execute("DELETE FROM roots")
             self._db.execute("DELETE FROM meta WHERE key IN ('model', 'pretrained', 'weights')")
             self._bump()
 

@@ -1,6 +1,6 @@
 """What the catalog stores and hands back, as records (a file's entry, a new image, the model,
-a move, an unreadable file), and how a path is stored: as text when it is UTF-8, else as the
-bytes the file system holds."""
+a move, an unreadable file, a date), and how a path is stored: as text when it is UTF-8, else
+as the bytes the file system holds."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class StoredImage:
     sha256: str
     embedding: bytes
     indexed_at: float
+    taken_at: float | None = None  # None: not read yet (or the catalog predates dates)
 
 
 class RecordedModel(NamedTuple):
@@ -79,13 +80,30 @@ class Touch(NamedTuple):
 
 @dataclass(frozen=True)
 class NewImage:
-    """A file to add, with its embedding."""
+    """A file to add, with its embedding and when it was taken (clipcli.media.taken; None
+    leaves it for the next index run to read)."""
 
     path: str
     size: int
     mtime_ns: int
     sha256: str
     embedding: Embeddings
+    taken_at: float | None = None
+
+
+class Undated(NamedTuple):
+    """An entry whose date was never read: a catalog made before dates were recorded."""
+
+    id: int
+    path: str
+    mtime_ns: int
+
+
+class Dated(NamedTuple):
+    """When the photo of an entry was taken."""
+
+    id: int
+    taken_at: float
 
 
 def path_value(path: str) -> str | bytes:

@@ -35,6 +35,7 @@ from clipcli.errors import ClipcliError
 from clipcli.progress import ProgressReporter
 from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION, Catalog, unusable
 from clipcli.store.catalog_records import StoredImage, UnreadableFile, path_from
+from clipcli.store.catalog_schema import DATED_SCHEMA
 
 BUILD_PREFIX = ".catalog-repair-"
 DAMAGED_INFIX = ".damaged-"
@@ -43,6 +44,7 @@ BATCH = 1024  # rows read, and written, at a time: a few MB of vectors
 LAST_ROWID = 2**63 - 1
 PATH_INDEX = "sqlite_autoindex_images_1"  # of `path UNIQUE`, since the first schema
 IMAGE_COLUMNS = "id, path, size, mtime_ns, sha256, embedding, indexed_at"
+DATED_COLUMNS = f"{IMAGE_COLUMNS}, taken_at"  # from DATED_SCHEMA on
 UNREADABLE_COLUMNS = "rowid, path, size, mtime_ns, reason"
 # Stored vectors are unit length (the encoders normalise them); bf16 ones within a fraction
 # of a percent. Noise read through a damaged overflow page is not.
@@ -323,7 +325,8 @@ def _salvage(db: sqlite3.Connection, new: Catalog, catalog: Path) -> _Salvaged:
     by_length: dict[int, list[int]] = {}
     copied = 0
     bounds = _bounds(db, "images", ids)
-    for rows in _read_rows(db, "images", IMAGE_COLUMNS, *bounds, ids) if bounds else ():
+    columns = _image_columns(db, version)
+    for rows in _read_rows(db, "images", columns, *bounds, ids) if bounds else ():
         sound = []
         for row in rows:
             image = _sound_image(row) if model else None
@@ -346,9 +349,23 @@ def _salvage(db: sqlite3.Connection, new: Catalog, catalog: Path) -> _Salvaged:
     return salvaged
 
 
+def _image_columns(db: sqlite3.Connection, version: int) -> str:
+    """The columns of the images table to copy: those of its schema version, as far as the
+    table's own definition, where it can be read, has them (a header that cannot be read
+    claims the current version)."""
+    try:
+        names = {row[1] for row in db.execute("PRAGMA table_info(images)")}
+    except sqlite3.DatabaseError:
+        names = set()
+    dated = "taken_at" in names if names else version >= DATED_SCHEMA
+    return DATED_COLUMNS if dated else IMAGE_COLUMNS
+
+
 def _sound_image(row: tuple) -> StoredImage | None:
-    """The row as an image, if every value has the type and shape clipcli writes."""
-    id_, path, size, mtime_ns, sha256, embedding, indexed_at = row
+    """The row as an image, if every value has the type and shape clipcli writes; a date
+    that is not a number is dropped (the next index run reads it again), not the photo."""
+    id_, path, size, mtime_ns, sha256, embedding, indexed_at = row[:7]
+    taken_at = row[7] if len(row) > 7 and isinstance(row[7], (int, float)) else None
     if not (
         _readable_path(path) is not None
         and isinstance(size, int)
@@ -360,7 +377,16 @@ def _sound_image(row: tuple) -> StoredImage | None:
         and isinstance(indexed_at, (int, float))
     ):
         return None
-    return StoredImage(id_, path_from(path), size, mtime_ns, sha256, embedding, float(indexed_at))
+    return StoredImage(
+        id_,
+        path_from(path),
+        size,
+        mtime_ns,
+        sha256,
+        embedding,
+        float(indexed_at),
+        None if taken_at is None else float(taken_at),
+    )
 
 
 def _readable_path(value: object) -> str | None:

@@ -42,10 +42,23 @@ MIGRATIONS: tuple[str, ...] = (
     """
     INSERT OR REPLACE INTO meta VALUES ('paths', 'UTF-8 text, else a BLOB of the raw bytes');
     """,
+    # When each photo was taken, as wall-clock seconds (clipcli.media.taken), for filtering
+    # searches by date; NULL until an index run reads it. The index answers a date range
+    # without reading the table, whose rows are mostly vector.
+    # And the folders the index is built from (its roots), each with the exclude patterns it
+    # was given: a root that cannot be reached (a drive not mounted) keeps its photos, and one
+    # that moved is re-pointed. A catalog of an earlier schema learns its roots from the next
+    # index run.
+    """
+    ALTER TABLE images ADD COLUMN taken_at REAL;
+    CREATE INDEX images_taken_at ON images (taken_at);
+    CREATE TABLE roots (path PRIMARY KEY NOT NULL, excludes TEXT NOT NULL DEFAULT '[]');
+    """,
 )
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
+DATED_SCHEMA = 6  # the first schema whose images have taken_at, and that has roots
 
 
 def statements(script: str) -> list[str]:

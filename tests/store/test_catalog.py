@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import as_of_the_previous_schema
 
 from clipcli.errors import ClipcliError
 from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog
@@ -145,6 +146,45 @@ def test_an_older_catalog_is_left_as_it_was_when_the_first_write_fails(folder: P
     assert (folder / CATALOG_FILE).read_bytes() == before
 
 
+def previous_schema_catalog(folder: Path) -> bytes:
+    """A catalog of the schema before dates, holding two photos; returns its bytes."""
+    with Catalog(folder) as catalog:
+        catalog.add([new_image("/photos/a.png", "aaa", 1), new_image("/photos/b.png", "bbb", 2)])
+    as_of_the_previous_schema(folder)
+    return (folder / CATALOG_FILE).read_bytes()
+
+
+def test_a_catalog_of_the_schema_before_dates_is_upgraded_with_its_photos_undated(
+    folder: Path,
+) -> None:
+    previous_schema_catalog(folder)
+    before = stored_rows(folder)
+
+    with Catalog(folder) as catalog:
+        undated = catalog.undated()
+        assert sorted(entry.path for entry in undated) == ["/photos/a.png", "/photos/b.png"]
+        assert {entry.mtime_ns for entry in undated} == {1_001, 1_002}
+        catalog.date([(undated[0].id, 1_600_000_000.0)])
+        assert [entry.id for entry in catalog.undated()] == [undated[1].id]
+
+    assert user_version(folder) == SCHEMA_VERSION
+    assert stored_rows(folder) == before  # paths, stats, hashes and vectors as they were
+    with raw(folder) as db:
+        dates = dict(db.execute("SELECT id, taken_at FROM images"))
+    assert dates == {undated[0].id: 1_600_000_000.0, undated[1].id: None}
+
+
+def test_a_catalog_of_the_schema_before_dates_only_read_is_left_as_it_was(folder: Path) -> None:
+    before = previous_schema_catalog(folder)
+
+    with Catalog(folder) as catalog:
+        assert len(catalog.undated()) == 2
+        assert len(catalog.filtered_ids(since=0.0)) == 2
+
+    assert (folder / CATALOG_FILE).read_bytes() == before
+    assert user_version(folder) == SCHEMA_VERSION - 1
+
+
 def test_catalog_from_a_newer_clipcli_is_refused_without_migrating_it(folder: Path) -> None:
     folder.mkdir()
     with raw(folder) as db:
@@ -234,7 +274,10 @@ def every_use(catalog: Catalog) -> None:
     catalog.vectors(changed_after=0)
     catalog.ids()
     catalog.paths_for([1, 2, 3])
+    catalog.filtered_ids(under=["/photos"], since=0.0, extensions=["png"])
+    catalog.undated()
     catalog.add([new_image("/photos/new.png", "new", seed=99)])
+    catalog.date([(1, 5.0)])
     catalog.touch([(1, 5, 5)])
     catalog.move([(2, "/photos/moved.png", 5, 5)])
     catalog.set_unreadable([("/photos/worse.png", 0, 0, "empty file (0 bytes)")])
@@ -363,6 +406,43 @@ def test_touch_records_new_stats_without_changing_hash_or_vector(
     catalog.touch([(id_, 100, 999_999)])
 
     assert stored_rows(folder)["/photos/a.png"] == (id_, 100, 999_999, sha, blob)
+
+
+def taken(folder: Path) -> dict[str, float | None]:
+    with raw(folder) as db:
+        return dict(db.execute("SELECT path, taken_at FROM images"))
+
+
+def test_when_a_photo_was_taken_is_stored_and_kept_through_moves_and_touches(
+    folder: Path, catalog: Catalog
+) -> None:
+    catalog.add(
+        [
+            NewImage("/photos/a.png", 1, 1, "aaa", vector(1), 1_600_000_000.5),
+            NewImage("/photos/b.png", 1, 1, "bbb", vector(2)),  # to be read by the index run
+        ]
+    )
+    ids = {path: entry.id for path, entry in catalog.entries().items()}
+    assert taken(folder) == {"/photos/a.png": 1_600_000_000.5, "/photos/b.png": None}
+
+    catalog.move([(ids["/photos/a.png"], "/photos/moved/a.png", 1, 7)])
+    catalog.touch([(ids["/photos/a.png"], 2, 9)])
+
+    assert taken(folder) == {"/photos/moved/a.png": 1_600_000_000.5, "/photos/b.png": None}
+    catalog.add([NewImage("/photos/b.png", 1, 2, "ccc", vector(3), 1_700_000_000.0)])
+    assert taken(folder)["/photos/b.png"] == 1_700_000_000.0  # new content, its own date
+    assert [entry.path for entry in catalog.undated()] == []
+
+
+def test_recording_dates_is_not_a_new_generation(catalog: Catalog) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa")])
+    generation = catalog.generation
+
+    catalog.date([(catalog.entries()["/photos/a.png"].id, 1_600_000_000.0)])
+    catalog.date([])
+
+    assert catalog.generation == generation  # the FAISS index holds no dates: it stays valid
+    assert catalog.undated() == []
 
 
 def test_remove_forgets_entries_and_their_vectors(catalog: Catalog) -> None:

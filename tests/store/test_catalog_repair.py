@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import snapshot
+from conftest import as_of_the_previous_schema, snapshot
 
 from clipcli.errors import ClipcliError
 from clipcli.progress import NoProgress
@@ -284,6 +284,51 @@ def test_a_damaged_catalog_of_an_older_schema_is_repaired_to_the_current_one(
     )
     with Catalog(folder, read_only=True) as catalog:
         assert catalog.schema_version == SCHEMA_VERSION
+
+
+def dates(folder: Path) -> dict[str, float | None]:
+    db = raw(folder)
+    try:
+        return dict(db.execute("SELECT path, taken_at FROM images"))
+    finally:
+        db.close()
+
+
+def test_a_repair_keeps_when_each_photo_was_taken(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    filled(folder)
+    with Catalog(folder) as catalog:
+        catalog.date([(id_, 1_600_000_000.0 + id_) for id_ in catalog.ids().tolist()])
+    db = raw(folder)
+    with db:
+        db.execute("UPDATE images SET taken_at = NULL WHERE id = 5")  # not read yet
+        db.execute("UPDATE images SET taken_at = 'yesterday' WHERE id = 6")  # never written
+    db.close()
+    damage(folder, page_of(folder, "images", leaf_holding=17))
+
+    report = repaired(folder)
+
+    assert (report.kept, report.lost_paths) == (PHOTOS - 1, [photo(17)])
+    expected = {photo(i): 1_600_000_001.0 + i for i in range(PHOTOS) if i != 17}
+    expected[photo(4)] = expected[photo(5)] = None  # ids 5 and 6: the photos stay, undated
+    assert dates(folder) == expected
+
+
+def test_a_damaged_catalog_of_the_schema_before_dates_is_repaired_with_its_photos_undated(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "index"
+    filled(folder, photos=8)
+    as_of_the_previous_schema(folder)
+    damage(folder, page_of(folder, "images", leaf_holding=2))
+
+    report = repaired(folder)
+
+    assert (report.kept, report.lost_paths) == (7, [photo(2)])
+    assert dates(folder) == {photo(i): None for i in range(8) if i != 2}
+    with Catalog(folder) as catalog:
+        assert catalog.schema_version == SCHEMA_VERSION
+        assert len(catalog.undated()) == 7  # for the index run to date
 
 
 def test_what_a_wal_file_holds_is_kept_and_the_wal_goes_with_the_damaged_file(

@@ -152,6 +152,139 @@ def test_a_saved_exact_index_reads_back_and_answers_the_same(tmp_path):
     assert hits_of(loaded, query, 10, parts=2) == flat_ip_hits(ids, vectors, query, 10)
 
 
+# -- filtered search ------------------------------------------------------------------------------
+
+
+def restricted(index, query: np.ndarray, k: int, allowed) -> list:
+    """What a filter must answer: the unfiltered search down to every vector, the ids not
+    allowed left out, cut at k."""
+    keep = set(np.asarray(allowed).tolist())
+    every = vector_index.search(index, query, index.ntotal)
+    return [(h.id, h.score) for h in every if h.id in keep][:k]
+
+
+def filtered(index, query: np.ndarray, k: int, allowed, parts: int | None = None) -> list:
+    hits = vector_index.search(index, query, k, parts=parts, allowed=allowed)
+    return [(h.id, h.score) for h in hits]
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+@pytest.mark.parametrize("share", [0.005, 0.1, 0.9])
+def test_an_exact_filtered_search_answers_the_unfiltered_one_without_the_other_ids(parts, share):
+    vectors = clustered(3000)
+    ids = np.sort(np.random.default_rng(2).choice(10_000, 3000, replace=False)).astype(np.int64)
+    index = vector_index.build(ids, vectors)
+    rng = np.random.default_rng(7)
+    allowed = rng.choice(ids, int(3000 * share), replace=False)
+    for query in clustered(5, seed=3):
+        for k in (1, 10):
+            assert filtered(index, query, k, allowed, parts) == restricted(index, query, k, allowed)
+
+
+def test_a_filter_keeping_a_far_corner_still_fills_the_top_k():
+    vectors = clustered(3000)
+    ids = np.arange(3000, dtype=np.int64) + 1
+    index = vector_index.build(ids, vectors)
+    query = vectors[0]
+    farthest = ids[np.argsort(vectors @ query)[:25]]  # the 25 least like the query
+
+    hits = vector_index.search(index, query, 10, allowed=farthest)
+
+    assert len(hits) == 10 and {h.id for h in hits} <= set(farthest.tolist())
+    assert [(h.id, h.score) for h in hits] == restricted(index, query, 10, farthest)
+
+
+def test_tied_scores_rank_by_catalog_id_in_a_filtered_search_too():
+    vectors = clustered(3000)
+    copies = [0, 999, 1000, 1234, 1499, 1500, 2999]
+    vectors[copies] = vectors[1234]
+    ids = np.random.default_rng(5).permutation(3000).astype(np.int64) * 2
+    index = vector_index.build(ids, vectors)
+    # Rows 999, 1000, 1234 and 1499 of the copies, either side of the slices' bounds.
+    allowed = np.concatenate([ids[copies[1:5]], ids[1::3]])
+    tied = sorted(int(ids[row]) for row in copies[1:5])
+    for parts in (1, 2, 3):
+        every = ids_of_filtered(index, vectors[1234], 12, allowed, parts)
+        assert every[: len(tied)] == tied
+        for k in range(1, 13):
+            assert ids_of_filtered(index, vectors[1234], k, allowed, parts) == every[:k]
+
+
+def ids_of_filtered(index, query, k: int, allowed, parts: int | None = None) -> list[int]:
+    return [h.id for h in vector_index.search(index, query, k, parts=parts, allowed=allowed)]
+
+
+def test_allowed_ids_may_come_in_any_order_repeated_or_missing_from_the_index():
+    vectors = clustered(500)
+    ids = np.arange(500, dtype=np.int64) * 2  # even ids only
+    index = vector_index.build(ids, vectors)
+    query = clustered(1, seed=9)[0]
+    allowed = np.array([40, 8, 8, 41, 999_999, 6, 40, 100, 7], dtype=np.int64)
+
+    hits = vector_index.search(index, query, 10, allowed=allowed)
+
+    assert sorted(h.id for h in hits) == [6, 8, 40, 100]  # all there are, fewer than k
+    assert [(h.id, h.score) for h in hits] == restricted(index, query, 10, [6, 8, 40, 100])
+    assert vector_index.search(index, query, 10, allowed=np.zeros(0, dtype=np.int64)) == []
+    assert vector_index.search(index, query, 10, allowed=np.array([1, 3])) == []
+
+
+@pytest.fixture
+def inverted_lists():
+    """4,000 vectors in 64 inverted lists, 8 of them probed per query."""
+    vectors = clustered(4000)
+    ids = np.random.default_rng(6).permutation(4000).astype(np.int64) * 3 + 1
+    index = vector_index.build(ids, vectors, exact_limit=1000)
+    assert not vector_index._is_exact(index) and (index.nlist, index.nprobe) == (64, 8)
+    return ids, vectors, index
+
+
+def test_inverted_lists_probing_every_list_answer_a_filter_as_the_unfiltered_search(
+    inverted_lists,
+):
+    ids, _, index = inverted_lists
+    index.nprobe = index.nlist
+    allowed = np.random.default_rng(8).choice(ids, 1500, replace=False)
+    for query in clustered(5, seed=3):
+        assert filtered(index, query, 10, allowed) == restricted(index, query, 10, allowed)
+
+
+def test_inverted_lists_search_a_small_filter_in_every_list(inverted_lists):
+    ids, _, index = inverted_lists
+    allowed = np.random.default_rng(8).choice(ids, 400, replace=False)  # 1/10; 8 of 64 probed
+    for query in clustered(5, seed=3):
+        got = filtered(index, query, 10, allowed)
+        index.nprobe = index.nlist
+        assert got == restricted(index, query, 10, allowed)  # exact, over the stored codes
+        index.nprobe = 8
+
+
+def test_inverted_lists_widen_the_search_until_a_far_filter_fills_the_top_k(inverted_lists):
+    ids, vectors, index = inverted_lists
+    query = vectors[0]
+    farthest = ids[np.argsort(vectors @ query)[:1000]]  # a quarter, all far from the query
+    probed = 8 * 1000 // 64  # the allowed vectors 8 lists would hold, were they spread out
+    k = 2 * probed
+
+    hits = vector_index.search(index, query, k, allowed=farthest)
+
+    assert len(hits) == k and {h.id for h in hits} <= set(farthest.tolist())
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_tied_scores_rank_by_catalog_id_in_filtered_inverted_lists(inverted_lists):
+    ids, vectors, index = inverted_lists
+    copies = list(range(3, 4000, 250))
+    vectors[copies] = vectors[3]
+    index = vector_index.build(ids, vectors, exact_limit=1000)
+    allowed = np.concatenate([ids[copies[::2]], ids[::2]])  # copies are on odd rows
+    tied = sorted(int(ids[row]) for row in copies[::2])
+    every = ids_of_filtered(index, vectors[3], 20, allowed)
+    assert every[: len(tied)] == tied
+    for k in range(1, 21):
+        assert ids_of_filtered(index, vectors[3], k, allowed) == every[:k], k
+
+
 # -- keeping the saved index up to date ----------------------------------------------------------
 
 
