@@ -9,9 +9,11 @@ normalised again: the arithmetic of rclip and of the CLIP paper's embedding spac
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from clipcli.encoders.choose import full_model, load_image_encoder
 from clipcli.encoders.protocols import ImageEncoder
 from clipcli.encoders.torch_clip import Encoder
 from clipcli.errors import UsageError
+from clipcli.media.taken import wall_seconds
 from clipcli.models.names import ModelSpec
 from clipcli.store.text_cache import RAW_QUERY, TextEmbeddingCache
 from clipcli.vectors import Embeddings
@@ -52,6 +55,60 @@ class Query:
     @property
     def is_empty(self) -> bool:
         return not (self.terms or self.images or self.not_images)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which photos a search may return: under folders, taken between dates (wall-clock
+    seconds, as the catalog keeps them: see clipcli.media.taken), of file types."""
+
+    under: tuple[str, ...] = ()
+    since: float | None = None
+    until: float | None = None
+    extensions: tuple[str, ...] = ()
+
+    @property
+    def any(self) -> bool:
+        return (
+            bool(self.under or self.extensions)
+            or self.since is not None
+            or (self.until is not None)
+        )
+
+
+def parse_filters(
+    under: Sequence[Path] = (),
+    since: str | None = None,
+    until: str | None = None,
+    extensions: str | None = None,
+) -> Filters:
+    """The filters of --under, --since, --until and --ext, checked.
+
+    A date is YYYY-MM-DD (a whole day: --until takes it to its last second), or a date and a
+    time, YYYY-MM-DDTHH:MM[:SS]; both bounds are inclusive, in the camera's own clock.
+    """
+    start = None if since is None else _moment(since, "--since", end=False)
+    stop = None if until is None else _moment(until, "--until", end=True)
+    if start is not None and stop is not None and start > stop:
+        raise UsageError(f"--since {since} comes after --until {until}")
+    types = tuple(
+        part.strip().lstrip(".").lower() for part in (extensions or "").split(",") if part.strip()
+    )
+    if extensions is not None and not types:
+        raise UsageError(f"--ext '{extensions}': no file type", hint="e.g. --ext jpg,heic")
+    return Filters(tuple(os.path.abspath(folder) for folder in under), start, stop, types)
+
+
+def _moment(text: str, option: str, *, end: bool) -> float:
+    try:
+        if "T" in text or " " in text.strip():
+            return wall_seconds(datetime.fromisoformat(text.strip()))
+        day = date.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} {text}: not a date", hint="use YYYY-MM-DD, or YYYY-MM-DDTHH:MM"
+        ) from None
+    return wall_seconds(datetime.combine(day, time.max if end else time.min))
 
 
 def parse_terms(text: str | None, *, literal: bool = False) -> list[Term]:

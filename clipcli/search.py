@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clipcli.errors import IndexMissingError, UsageError
 from clipcli.models.names import recorded_spec
 from clipcli.preload import import_ahead
-from clipcli.query import Query, parse_terms, query_vector
+from clipcli.query import Filters, Query, parse_terms, query_vector
 from clipcli.store import vector_index
 from clipcli.store.catalog import CATALOG_FILE, Catalog
 from clipcli.vectors import Embeddings
@@ -41,6 +43,7 @@ def search_index(
     literal: bool = False,
     top_k: int = 10,
     min_score: float | None = None,
+    filters: Filters | None = None,
     device: str = "auto",
     pretrained: str | None = None,
 ) -> SearchResult:
@@ -48,7 +51,8 @@ def search_index(
 
     The text is read as terms added and subtracted (query.py) unless `literal`; `images` pull
     towards the photos like them and `not_images` away. Hits scoring below `min_score` (the
-    cosine) are left out, so there may be fewer than `top_k`.
+    cosine) are left out, so there may be fewer than `top_k`; `filters` keep only the photos
+    under folders, taken between dates or of file types, inside the vector search itself.
 
     `pretrained` says where the index's checkpoint is now, if it moved since indexing; it must
     hold the same weights (a search never records it: the next `clipcli index` does).
@@ -75,26 +79,44 @@ def search_index(
         spec = recorded_spec(*model, catalog.weights(), moved_to=pretrained)
         vector = query_vector(spec, wanted, device)
         index = vector_index.refresh(folder, catalog)
-        return _existing_hits(index, vector, top_k, catalog, min_score)
+        allowed = _allowed(catalog, filters) if filters is not None and filters.any else None
+        return _existing_hits(index, vector, top_k, catalog, min_score, allowed)
+
+
+def _allowed(catalog: Catalog, filters: Filters) -> np.ndarray:
+    return catalog.filtered_ids(
+        under=filters.under,
+        since=filters.since,
+        until=filters.until,
+        extensions=filters.extensions,
+    )
 
 
 def _existing_hits(
-    index: Any, query: Embeddings, top_k: int, catalog: Catalog, min_score: float | None = None
+    index: Any,
+    query: Embeddings,
+    top_k: int,
+    catalog: Catalog,
+    min_score: float | None = None,
+    allowed: np.ndarray | None = None,
 ) -> SearchResult:
-    """The top_k nearest photos still on disk that score at least `min_score`; while some are
-    gone, the index is asked for more."""
-    wanted = min(top_k, index.ntotal)
+    """The top_k nearest photos still on disk that score at least `min_score`, among the
+    `allowed` ids if given; while some are gone, the index is asked for more."""
+    available = index.ntotal if allowed is None else len(allowed)
+    wanted = min(top_k, available)
+    if wanted == 0:
+        return SearchResult([])
     asked = wanted
     while True:
-        found = vector_index.search(index, query, asked)
+        found = vector_index.search(index, query, asked, allowed=allowed)
         floor = len(found)
         if min_score is not None:
             found = [hit for hit in found if hit.score >= min_score]
         hits, missing = _on_disk(found, wanted, catalog)
         # Done when full, when the index has no more, or when the floor cut what it gave.
-        if len(hits) == wanted or asked == index.ntotal or len(found) < floor:
+        if len(hits) == wanted or asked >= available or len(found) < floor:
             return SearchResult(hits, missing)
-        asked = min(2 * asked, index.ntotal)
+        asked = min(2 * asked, available)
 
 
 def _on_disk(

@@ -179,7 +179,9 @@ def _write_classify_views(
 @app.command()
 @reports_errors
 def index(
-    folders: Annotated[list[Path], typer.Argument(help="Folders of photos to index.")],
+    folders: Annotated[
+        list[Path] | None, typer.Argument(help="Folders of photos to index.", show_default=False)
+    ] = None,
     index_dir: IndexOption = None,
     model: ModelOption = None,
     pretrained: PretrainedOption = None,
@@ -206,6 +208,32 @@ def index(
             "damaged file is kept next to it), then embed the photos it lost again.",
         ),
     ] = False,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            metavar="GLOB",
+            help="Leave out files and folders matching a gitignore-style pattern (repeatable); "
+            "remembered for the folders given, until other patterns are given.",
+            show_default=False,
+        ),
+    ] = None,
+    forget: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--forget",
+            metavar="DIR",
+            help="Drop a folder and its photos from the index, without reading it (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Drop the photos whose files are gone, without scanning for new ones.",
+        ),
+    ] = False,
 ) -> None:
     """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
     from clipcli.cli import render
@@ -216,10 +244,15 @@ def index(
         raise UsageError(
             "--reset forgets the whole index, --repair keeps it", hint="give one of them"
         )
+    if not (folders or forget or prune):
+        raise UsageError("no folders to index", hint="give one or more, or --forget DIR or --prune")
     with render.progress_for(stderr, enabled=not json_output) as progress:
         report = update_index(
-            folders,
+            folders or [],
             resolve_index(index_dir),
+            excludes=exclude,
+            forget=forget or [],
+            prune=prune,
             model=model,
             pretrained=pretrained,
             device=device,
@@ -239,6 +272,11 @@ def index(
         render.write_index_report(report, sys.stdout, stdout)
         for skipped in report.skipped:
             print_warning(f"skipped {skipped.path}: {skipped.reason}")
+    for root in report.unreachable:  # with --json too: photos kept that the user may not expect
+        print_warning(
+            f"{root}: not reachable; its photos are kept (`clipcli index --forget {root}` "
+            "drops them)"
+        )
 
 
 @app.command()
@@ -272,6 +310,38 @@ def search(
             help="Leave out hits whose score (the cosine) is below this; --top-k stays the cap.",
             show_default=False,
         ),
+    ] = None,
+    under: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--under",
+            metavar="DIR",
+            help="Only photos below this folder (repeatable: below any of them).",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Only photos taken on or after DATE (YYYY-MM-DD, or YYYY-MM-DDTHH:MM): the "
+            "EXIF date, else the file's modification time.",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="DATE",
+            help="Only photos taken on or before DATE (a whole day when no time is given).",
+            show_default=False,
+        ),
+    ] = None,
+    ext: Annotated[
+        str | None,
+        typer.Option("--ext", help="Only these file types, e.g. jpg,heic.", show_default=False),
     ] = None,
     form: FormatOption = None,
     json_output: JsonOption = False,
@@ -307,9 +377,11 @@ def search(
 ) -> None:
     """Find the indexed photos closest to a text query or an example image."""
     from clipcli.cli import render
+    from clipcli.query import parse_filters
     from clipcli.search import search_index
     from clipcli.settings import index_dir as resolve_index
 
+    filters = parse_filters(under or (), since, until, ext)
     if (paths_only or null) and (form is not None or json_output):
         raise UsageError(
             f"{'-0' if null else '--paths-only'} prints the paths alone",
@@ -330,6 +402,7 @@ def search(
         literal=literal,
         top_k=top_k,
         min_score=min_score,
+        filters=filters,
         device=device,
         pretrained=moved_to,
     )
@@ -347,10 +420,12 @@ def search(
         from clipcli.views.contact_sheet import search_tiles, write_contact_sheet
 
         write_contact_sheet(search_tiles(found.hits), sheet_out)
-    if not found.hits:  # only a score floor leaves an index with photos without hits
+    if not found.hits:  # a score floor or filters left nothing
+        why = "passes the filters" if filters.any else f"scores {min_score} or more"
+        if filters.any and min_score is not None:
+            why = f"passes the filters and scores {min_score} or more"
         print_warning(
-            f"no photo scores {min_score} or more"
-            + (f"; {sheet_out} not written" if sheet_out is not None else "")
+            f"no photo {why}" + (f"; {sheet_out} not written" if sheet_out is not None else "")
         )
     if found.missing == 1:
         print_warning("1 indexed photo no longer exists; run `clipcli index` to drop it")
@@ -458,6 +533,58 @@ def _previewed(hits: list[SearchHit]) -> bool:
         return False
     write_previews(hits, stdout(), protocol=protocol)
     return True
+
+
+@app.command()
+@reports_errors
+def info(index_dir: IndexOption = None, json_output: PlainJsonOption = False) -> None:
+    """Describe an index: its model, photos and roots, sizes, layout and last update."""
+    from clipcli.cli import index_view, render
+    from clipcli.info import index_info
+    from clipcli.settings import index_dir as resolve_index
+
+    found = index_info(resolve_index(index_dir))
+    if json_output:
+        sys.stdout.write(render.to_json(index_view.info_json(found)) + "\n")
+    else:
+        index_view.write_info(found, sys.stdout)
+
+
+@app.command()
+@reports_errors
+def roots(
+    index_dir: IndexOption = None,
+    move: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(
+            "--move",
+            metavar="OLD NEW",
+            help="The photos of root OLD are now under NEW (a drive mounted elsewhere): "
+            "re-point them, keeping their vectors.",
+            show_default=False,
+        ),
+    ] = None,
+    json_output: PlainJsonOption = False,
+) -> None:
+    """List the folders an index was built from, their photos, and whether they are there."""
+    from clipcli.cli import index_view, render
+    from clipcli.info import list_roots
+    from clipcli.roots import move_root
+    from clipcli.settings import index_dir as resolve_index
+
+    folder = resolve_index(index_dir)
+    if move is not None:
+        moved = move_root(folder, *move)
+        if json_output:
+            sys.stdout.write(render.to_json(index_view.move_json(moved)) + "\n")
+        else:
+            index_view.write_move(moved, sys.stdout)
+        return
+    found = list_roots(folder)
+    if json_output:
+        sys.stdout.write(render.to_json(index_view.roots_json(found)) + "\n")
+    else:
+        index_view.write_roots(found, sys.stdout)
 
 
 cache_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})

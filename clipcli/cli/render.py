@@ -87,6 +87,7 @@ def classifications_json(results: Sequence[Classification]) -> list[dict[str, An
 
 def index_report_json(report: IndexReport) -> dict[str, Any]:
     data = asdict(report)
+    del data["unreachable"]  # said on stderr
     if report.repaired is None:
         del data["repaired"]
     return data

@@ -291,7 +291,7 @@ CASES = [
     case(
         lambda s: ["index", "--index", s.tmp / "new", *s.model],
         USAGE,
-        "error: missing argument 'folders'" + HELP_HINT.format("index"),
+        "error: no folders to index; give one or more, or --forget DIR or --prune",
         id="index-no-folders",
     ),
     case(
