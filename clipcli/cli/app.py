@@ -587,6 +587,20 @@ def roots(
         index_view.write_roots(found, sys.stdout)
 
 
+@app.command()
+@reports_errors
+def models(json_output: PlainJsonOption = False) -> None:
+    """List the models clipcli knows by name: accuracy, cost, licence, and whether each is
+    cached here. Tiers fast, default and best work as --model."""
+    from clipcli.cli import models_view, render
+    from clipcli.models.catalogue import CATALOGUE
+
+    if json_output:
+        sys.stdout.write(render.to_json(models_view.models_json(CATALOGUE)) + "\n")
+    else:
+        models_view.write_models(CATALOGUE, sys.stdout)
+
+
 cache_app = typer.Typer(context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(cache_app, name="cache")
 

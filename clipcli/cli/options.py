@@ -153,6 +153,8 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if "model" in kwargs:  # a command that loads a model
+            _licence_warning(kwargs["model"])
         try:
             return command(*args, **kwargs)
         except ClipcliError as exc:
@@ -187,6 +189,18 @@ def output_file(path: Path | None, option: str, suffixes: Sequence[str]) -> Path
     if not parent.is_dir():
         raise UsageError(f"{option} {path}: no folder {parent} to write it in")
     return path
+
+
+def _licence_warning(model: object) -> None:
+    """One stderr line when the model asked for (--model, else CLIPCLI_MODEL) has weights
+    licensed for research only; the command goes on."""
+    from clipcli.models.catalogue import licence_notice
+    from clipcli.settings import ENV_MODEL
+
+    named = model if isinstance(model, str) else os.environ.get(ENV_MODEL)
+    notice = licence_notice(named or None)
+    if notice is not None:
+        print_warning(notice)
 
 
 def os_error_message(exc: OSError) -> str:

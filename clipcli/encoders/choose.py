@@ -21,6 +21,7 @@ from clipcli.encoders.protocols import ImageEncoder
 from clipcli.encoders.torch_clip import Encoder
 from clipcli.encoders.tower_checks import AUTO_FLOORS, MIN_COSINE
 from clipcli.errors import UsageError
+from clipcli.models.catalogue import resolve_tier
 from clipcli.models.device import accelerator_possible, cpu_has_bf16, pick_device
 from clipcli.models.names import ModelSpec, resolve_model_spec, spec_without_open_clip
 from clipcli.progress import NoProgress, ProgressReporter
@@ -244,6 +245,6 @@ def resolve_exported_spec(
 def requested_spec(model: str | None, pretrained: str | None) -> ModelSpec:
     """The model and weights --model and --pretrained ask for (None: not given), checked, with
     the environment and the defaults filling in what they leave out."""
-    name, weights = model_choice(model, pretrained)
+    name, weights = resolve_tier(*model_choice(model, pretrained))  # `--model fast` and so on
     defaulted = model is None and not model_from_environment()
     return resolve_exported_spec(name, weights, default_model=defaulted)
