@@ -332,10 +332,6 @@ def _scan(
     return list(files.values())
 
 
-def _is_under(path: str, roots: Sequence[Path]) -> bool:
-    return any(path.startswith(os.path.join(os.path.abspath(root), "")) for root in roots)
-
-
 def _plan(
     files: list[_FileStat],
     entries: dict[str, CatalogEntry],
@@ -361,10 +357,11 @@ def _plan(
             changed.append(file)
     hashes = _hash_all(changed, plan, progress)
     present = {f.path for f in files}
+    run_roots = [os.path.abspath(root) for root in roots]
     gone = [
         e
         for p, e in entries.items()
-        if p not in present and (_is_under(p, roots) or not os.path.exists(p))
+        if p not in present and (root_upkeep.is_under(p, run_roots) or not os.path.exists(p))
     ]
     gone_by_hash: dict[str, list[CatalogEntry]] = defaultdict(list)
     for entry in gone:

@@ -109,12 +109,12 @@ def _existing_hits(
     asked = wanted
     while True:
         found = vector_index.search(index, query, asked, allowed=allowed)
-        floor = len(found)
+        unfloored = len(found)
         if min_score is not None:
             found = [hit for hit in found if hit.score >= min_score]
         hits, missing = _on_disk(found, wanted, catalog)
         # Done when full, when the index has no more, or when the floor cut what it gave.
-        if len(hits) == wanted or asked >= available or len(found) < floor:
+        if len(hits) == wanted or asked >= available or len(found) < unfloored:
             return SearchResult(hits, missing)
         asked = min(2 * asked, available)
 

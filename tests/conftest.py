@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -77,6 +78,15 @@ def make_image(path: Path, colour: str | tuple[int, int, int] = "red", size=(64,
     return path
 
 
+def exif_photo(path: Path, when: str, colour: str = "orange") -> Path:
+    """A JPEG whose camera recorded `when` ("YYYY:MM:DD HH:MM:SS") as DateTimeOriginal."""
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[36867] = when  # the Exif sub-IFD's DateTimeOriginal
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 48), colour).save(path, exif=exif.tobytes())
+    return path
+
+
 # A file name made on a system with another encoding: Latin-1 for "é". Python names such a file
 # with a lone surrogate ("latin1-\udce9.jpg"), which no UTF-8 text can hold.
 NON_UTF8_NAME = b"latin1-\xe9.jpg"
@@ -139,6 +149,22 @@ class Cli:
 @pytest.fixture
 def cli() -> Cli:
     return Cli()
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path the encoder decodes from now on: a file not listed here was not re-encoded."""
+    from clipcli.media import decode
+
+    seen: list[str] = []
+    real = decode.load_image
+
+    def recording(path: Path, *args: Any, **kwargs: Any) -> Image.Image:
+        seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(decode, "load_image", recording)
+    return seen
 
 
 @pytest.fixture

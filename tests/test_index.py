@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -139,22 +138,6 @@ def search_paths(cli, index: Path):
         return [hit["path"] for hit in hits]
 
     return run
-
-
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every path the encoder decodes from now on: a file not listed here was not re-encoded."""
-    from clipcli.media import decode
-
-    seen: list[str] = []
-    real = decode.load_image
-
-    def recording(path: Path, *args: Any, **kwargs: Any) -> Image.Image:
-        seen.append(str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(decode, "load_image", recording)
-    return seen
 
 
 @pytest.fixture(scope="module")

@@ -9,42 +9,15 @@ import shutil
 import sqlite3
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import TEST_MODEL, as_of_the_previous_schema, make_image
-from PIL import Image
+from conftest import TEST_MODEL, as_of_the_previous_schema, exif_photo, make_image
 
 from clipcli.index import update_index
-from clipcli.media.taken import DATE_TIME_ORIGINAL, EXIF_IFD, local_wall_seconds, wall_seconds
+from clipcli.media.taken import local_wall_seconds, wall_seconds
 from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
 
 JULY_4TH = wall_seconds(datetime(2021, 7, 4, 12, 30))
-
-
-def exif_photo(path: Path, when: str, colour: str = "orange") -> Path:
-    """A JPEG whose camera recorded `when` ("YYYY:MM:DD HH:MM:SS") as DateTimeOriginal."""
-    exif = Image.Exif()
-    exif.get_ifd(EXIF_IFD)[DATE_TIME_ORIGINAL] = when
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (64, 48), colour).save(path, exif=exif.tobytes())
-    return path
-
-
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every path the encoder decodes from now on."""
-    from clipcli.media import decode
-
-    seen: list[str] = []
-    real = decode.load_image
-
-    def recording(path: Path, *args: Any, **kwargs: Any) -> Image.Image:
-        seen.append(str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(decode, "load_image", recording)
-    return seen
 
 
 def stored(index: Path) -> dict[str, tuple[float | None, bytes]]:

@@ -6,16 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import make_image
-from PIL import Image
-
-
-def dated_jpeg(path: Path, taken: str, colour: str = "red") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    exif = Image.Exif()
-    exif.get_ifd(0x8769)[36867] = taken  # DateTimeOriginal
-    Image.new("RGB", (48, 40), colour).save(path, exif=exif)
-    return path
+from conftest import exif_photo, make_image
 
 
 @pytest.fixture
@@ -24,9 +15,9 @@ def library(cli, model_args, tmp_path) -> Path:
     for number in range(4):
         make_image(root / "beach" / f"b{number}.png", (200, 180, 40 * number))
         make_image(root / "city" / f"c{number}.webp", (40 * number, 60, 90))
-    dated_jpeg(root / "trip" / "first.jpg", "2021:07:04 09:00:00")
-    dated_jpeg(root / "trip" / "second.jpg", "2021:07:05 23:59:30", "blue")
-    dated_jpeg(root / "trip" / "later.jpg", "2023:01:01 12:00:00", "green")
+    exif_photo(root / "trip" / "first.jpg", "2021:07:04 09:00:00")
+    exif_photo(root / "trip" / "second.jpg", "2021:07:05 23:59:30", "blue")
+    exif_photo(root / "trip" / "later.jpg", "2023:01:01 12:00:00", "green")
     index = tmp_path / "index"
     result = cli("index", root, "--index", index, *model_args)
     assert result.exit_code == 0, result.stderr
