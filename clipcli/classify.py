@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipcli.encoders.batching import embed_files
 from clipcli.encoders.choose import full_model, load_encoder, load_image_encoder, requested_spec
 from clipcli.encoders.protocols import ImageEncoder
-from clipcli.encoders.torch_clip import Encoder
 from clipcli.media.decode import ImageDecodeError
 from clipcli.media.discover import expand_paths
-from clipcli.models.names import ModelSpec
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import precision_choice
 from clipcli.store.text_cache import TextEmbeddingCache
-from clipcli.vectors import Embeddings
-from clipcli.zeroshot.labels import label_embeddings
+from clipcli.zeroshot.labels import LabelText, label_embeddings
 from clipcli.zeroshot.scorer import Prediction, rank_labels
 from clipcli.zeroshot.templates import TemplateSet
 
@@ -66,7 +63,7 @@ def classify_paths(
         else:
             encoder = load_image_encoder(spec, device, chosen, progress, len(files), files)
         progress.advance(1)
-        text_side = _TextOnDemand(spec, full_model(encoder, spec, device, chosen))
+        text_side = LabelText(spec, device, chosen, full_model(encoder, spec, device, chosen))
         text = label_embeddings(text_side, labels, templates, cache, progress)
     results: dict[Path, Classification] = {}
     progress.phase("Classifying", len(files))
@@ -89,20 +86,6 @@ def _expand(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     groups = [expand_paths([path]) for path in paths]
     files = expand_paths([file for group in groups for file in group])  # each file once
     return files, [path for path, group in zip(paths, groups, strict=True) if not group]
-
-
-@dataclass(frozen=True)
-class _TextOnDemand:
-    """The model's text side, loaded only when a label is not in the cache yet.
-
-    With every label cached and the image tower exported, classify never imports torch.
-    """
-
-    spec: ModelSpec
-    model: Callable[[], Encoder]
-
-    def encode_texts(self, texts: Sequence[str]) -> Embeddings:
-        return self.model().encode_texts(texts)
 
 
 def label_warnings(labels: Sequence[str]) -> list[str]:

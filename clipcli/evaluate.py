@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from clipcli.encoders import text_tower
-from clipcli.encoders.choose import full_model, requested_spec
-from clipcli.encoders.torch_clip import Encoder
+from clipcli.encoders.choose import requested_spec
 from clipcli.errors import ClipcliError, IndexBusyError, UsageError
 from clipcli.index import Skipped as IndexSkipped
 from clipcli.index import update_index
@@ -25,7 +23,7 @@ from clipcli.store.text_cache import TextEmbeddingCache
 from clipcli.vectors import Embeddings
 from clipcli.zeroshot import metrics
 from clipcli.zeroshot.dataset import ImageFolder, LabelledImage, read_image_folder
-from clipcli.zeroshot.labels import label_embeddings
+from clipcli.zeroshot.labels import LabelText, label_embeddings
 from clipcli.zeroshot.scorer import softmax
 from clipcli.zeroshot.templates import TemplateSet
 
@@ -141,7 +139,7 @@ def evaluate_dataset(
         ) from None
     vectors, labelled, missing = _embedded(folder, data)
     truth = np.array([image.label for image in labelled], dtype=np.int64)
-    text = _LabelText(spec, device, chosen)
+    text = LabelText(spec, device, chosen)
     scale = _ScaleLookup(spec, folder, text)
     report = EvalReport(
         dataset=str(dataset),
@@ -248,36 +246,13 @@ def _score(
 
 
 @dataclass
-class _LabelText:
-    """The text side that embeds labels missing from the cache: the exported text tower where
-    one is verified and the CPU runs ONNX (no torch), else the open_clip model."""
-
-    spec: ModelSpec
-    device: str
-    precision: str
-    model: Callable[[], Encoder] | None = None
-
-    def encode_texts(self, texts: Sequence[str]) -> Embeddings:
-        onnx_ok = self.device in {"auto", "cpu"} and self.precision in {"auto", "onnx", "int8"}
-        fast = text_tower.fast_text_encoder(self.spec) if onnx_ok else None
-        if fast is not None:
-            return fast(list(texts))
-        return self.loaded().encode_texts(texts)
-
-    def loaded(self) -> Encoder:
-        if self.model is None:
-            self.model = full_model(None, self.spec, self.device, self.precision)
-        return self.model()
-
-
-@dataclass
 class _ScaleLookup:
     """The model's logit scale, for the probabilities of wrong answers: from the export, else
     from what an earlier run of this cache found, else from the model itself (loaded once)."""
 
     spec: ModelSpec
     folder: Path
-    text: _LabelText
+    text: LabelText
     found: float | None = None
 
     def value(self) -> float:

@@ -18,6 +18,12 @@ from clipcli.encoders.agreement import lowest_cosine
 from clipcli.encoders.export_cache import ExportFolder
 from clipcli.encoders.onnx_export import export_tower, finish, record_failure, tower_module
 from clipcli.encoders.onnx_sessions import batch_runner, onnxruntime_available
+from clipcli.encoders.text_trim import (
+    agrees_with_full_context,
+    pooled_positions,
+    run_bucketed,
+    trimmed_text_tower,
+)
 from clipcli.encoders.torch_clip import Encoder
 from clipcli.encoders.tower_checks import AUTO_MIN_COSINE
 
@@ -25,10 +31,6 @@ if TYPE_CHECKING:
     from clipcli.encoders.protocols import ImageEncoder
     from clipcli.models.names import ModelSpec
     from clipcli.vectors import Embeddings
-
-# A text tower run on only a query's tokens must give what the full context gives: CLIP's text
-# tower is causal and pools at the end-of-text token, so this holds to float rounding.
-TRIMMED_TEXT_MIN_COSINE = 0.99999
 
 
 def ensure_text_tower(encoder: Encoder) -> bool:
@@ -46,17 +48,19 @@ def ensure_text_tower(encoder: Encoder) -> bool:
         FastTokenizer.save_open_clip(tokenizer, folder.tokenizer)
         fast = FastTokenizer.load(folder.tokenizer)  # what searches will use, as saved
         texts = ["a photo of a horse.", "a diagram", "x", "word " * 100]
-        expected = encoder.encode_texts(texts)
-        trimmed = _export_trimmed_text_tower(encoder, folder, fast, texts, expected)
-        if not trimmed:
+        expected = encoder.encode_texts(texts, full_context=True)
+        pool = _export_trimmed_text_tower(encoder, folder, fast, texts, expected)
+        if pool is None:
             tokens = tokenizer(["a photo of a horse.", "a diagram"])
             tower = tower_module(encoder.model, "encode_text")
             export_tower(tower, tokens, folder.tower("text-fp32"), "tokens")
             finish(folder.tower("text-fp32"))
-        run = batch_runner(folder.tower("text-fp32"), prepack=False)
-        cosine = lowest_cosine(expected, run(_trim(fast(texts), fast.eot, trimmed)))
+        run = _text_runner(folder, fast.eot, pool, prepack=False)
+        cosine = lowest_cosine(expected, run(fast(texts)))
         ok = matches_open_clip(fast, tokenizer) and cosine >= AUTO_MIN_COSINE
-        folder.update_meta(text_ok=ok, text_fp32_cosine=cosine, text_trimmed=trimmed)
+        folder.update_meta(
+            text_ok=ok, text_fp32_cosine=cosine, text_trimmed=pool is not None, text_pool=pool
+        )
         return ok
 
 
@@ -66,12 +70,13 @@ def _export_trimmed_text_tower(
     fast: Any,
     texts: list[str],
     expected: Embeddings,
-) -> bool:
+) -> str | None:
     """Export the text tower for any sequence length, if the model's tower allows it and the
-    export run on each text's own tokens agrees with open_clip on the full context."""
-    tower = _trimmable_text_tower(encoder.model)
+    export, run on each text's own tokens and in buckets, agrees with open_clip on the full
+    context; the tower's pooling rule when it does, else None."""
+    tower = trimmed_text_tower(encoder.model)
     if tower is None:
-        return False
+        return None
     path = folder.tower("text-fp32")
     try:
         with _attention_traceable(encoder.model):
@@ -85,24 +90,25 @@ def _export_trimmed_text_tower(
         finish(path)
         run = batch_runner(path, prepack=False)
         tokens = fast(texts)
-        one_by_one = np.concatenate(
-            [run(_trim(tokens[i : i + 1], fast.eot, True)) for i in range(len(texts))]
-        )
-        agrees = lowest_cosine(expected, one_by_one) >= TRIMMED_TEXT_MIN_COSINE
+        positions = pooled_positions(tokens, fast.eot, tower.pool)
+        agrees = agrees_with_full_context(run, lambda _: expected, tokens, positions)
     except Exception:  # the exporter or ONNX Runtime cannot: the full-length export is made
         agrees = False
     if not agrees:
         folder.remove_graph(path)
         path.unlink(missing_ok=True)
-    return agrees
+    return str(tower.pool) if agrees else None
 
 
-def _trim(tokens: np.ndarray, eot: int, trimmed: bool) -> np.ndarray:
-    """Tokens cut after the last end-of-text token of the batch, for a trimmed text tower."""
-    if not trimmed:
-        return tokens
-    ends = np.argmax(tokens == eot, axis=1)
-    return np.ascontiguousarray(tokens[:, : int(ends.max()) + 1])
+def _text_runner(
+    folder: ExportFolder, eot: int, pool: str | None, *, prepack: bool
+) -> Callable[[np.ndarray], Embeddings]:
+    """The exported text tower over tokenized prompts: in buckets of similar length, each cut
+    after its longest prompt's pooled token, where the tower was exported for any length."""
+    run = batch_runner(folder.tower("text-fp32"), prepack=prepack)
+    if pool is None:
+        return run
+    return lambda tokens: run_bucketed(run, tokens, pooled_positions(tokens, eot, pool))
 
 
 def prepare_fast_search(encoder: ImageEncoder) -> None:
@@ -118,8 +124,14 @@ def prepare_fast_search(encoder: ImageEncoder) -> None:
         record_failure(ExportFolder.for_spec(encoder.spec), exc, "text_export_error", text_ok=False)
 
 
-def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | None:
-    """A torch-free text encoder for an exported, verified model; None when there is none."""
+def fast_text_encoder(
+    spec: ModelSpec, *, many: bool = False
+) -> Callable[[list[str]], Embeddings] | None:
+    """A torch-free text encoder for an exported, verified model; None when there is none.
+
+    `many` is for many prompts at once (labels through templates): the tower's weights are then
+    laid out for ONNX Runtime's batched kernels, which one search query would not repay.
+    """
     folder = ExportFolder.for_spec(spec)
     meta = folder.read_meta()
     if not meta.get("text_ok") or not onnxruntime_available() or not folder.graphs_present(meta):
@@ -130,45 +142,16 @@ def fast_text_encoder(spec: ModelSpec) -> Callable[[list[str]], Embeddings] | No
         tokenize = FastTokenizer.load(folder.tokenizer)
     except (OSError, ValueError, KeyError, TypeError):  # damaged cache: the torch path still works
         return None
-    # One query: laying the weights out for batched kernels would cost more than it saves.
-    run = batch_runner(folder.tower("text-fp32"), prepack=False)
-    trimmed = bool(meta.get("text_trimmed"))
-    return lambda texts: run(_trim(tokenize(texts), tokenize.eot, trimmed))
+    run = _text_runner(folder, tokenize.eot, _recorded_pool(meta), prepack=many)
+    return lambda texts: run(tokenize(texts))
 
 
-def _trimmable_text_tower(model: Any) -> Any | None:
-    """open_clip's CLIP.encode_text over however many tokens it is given, or None for a text
-    tower where fewer tokens would not give the same answer (no causal mask, last-token
-    pooling) or that is laid out otherwise (CustomTextCLIP, CoCa, Hugging Face towers)."""
-    import torch
-    from open_clip.transformer import text_global_pool
-
-    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final", "attn_mask")
-    if not all(getattr(model, name, None) is not None for name in needed):
+def _recorded_pool(meta: dict[str, Any]) -> str | None:
+    """The pooling rule of a trimmed export; exports that predate its record cut after the
+    first end-of-text token, which is where CLIP's argmax pooling lands too."""
+    if not meta.get("text_trimmed"):
         return None
-    pool = getattr(model, "text_pool_type", "argmax")
-    if pool not in ("argmax", "eos", "first"):
-        return None
-
-    class TrimmedText(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, text: Any) -> Any:
-            length = text.shape[1]
-            x = model.token_embedding(text) + model.positional_embedding[:length]
-            x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-            x = model.ln_final(x)
-            x = text_global_pool(x, text, pool, eos_token_id=getattr(model, "text_eos_id", None))
-            projection = model.text_projection
-            if isinstance(projection, torch.nn.Linear):
-                x = projection(x)
-            elif projection is not None:
-                x = x @ projection
-            return x
-
-    return TrimmedText().eval()
+    return str(meta.get("text_pool") or "eos")
 
 
 @contextlib.contextmanager

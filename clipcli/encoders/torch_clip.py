@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipcli.encoders import text_trim
 from clipcli.models.names import (
     ModelSpec,
     checked_weights_file,
@@ -65,14 +66,54 @@ class Encoder:
             features = self.model.encode_image(batch.to(self.device), normalize=True)
         return features.float().cpu().numpy()
 
-    def encode_texts(self, texts: Sequence[str]) -> Embeddings:
-        """L2-normalised text embeddings."""
+    # The trimmed text tower (text_trim.py) once it is known to agree with the full context;
+    # False where it does not or cannot, and the full 77 positions run.
+    _trimmed_text: Any = field(default=None, repr=False)
+
+    def encode_texts(self, texts: Sequence[str], *, full_context: bool = False) -> Embeddings:
+        """L2-normalised text embeddings, each prompt run over only the tokens that can change
+        it where the tower allows (text_trim.py); `full_context` runs all of them."""
+        import torch
+
+        tokens = self.tokenizer(list(texts))
+        tower = None if full_context else self._trimmed_tower()
+        if tower is None:
+            return self._full_context(tokens.numpy())
+        positions = text_trim.pooled_positions(tokens.numpy(), tower.eos_id, tower.pool)
+        with torch.inference_mode():
+            return text_trim.run_bucketed(self._runner(tower), tokens.numpy(), positions)
+
+    def _full_context(self, tokens: np.ndarray) -> Embeddings:
         import torch
 
         with torch.inference_mode():
-            tokens = self.tokenizer(list(texts)).to(self.device)
-            features = self.model.encode_text(tokens, normalize=True)
+            batch = torch.from_numpy(tokens).to(self.device)
+            features = self.model.encode_text(batch, normalize=True)
         return features.float().cpu().numpy()
+
+    def _runner(self, tower: Any) -> Callable[[np.ndarray], np.ndarray]:
+        import torch
+
+        def run(tokens: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                features = tower(torch.from_numpy(tokens).to(self.device))
+            return features.float().cpu().numpy()
+
+        return run
+
+    def _trimmed_tower(self) -> Any | None:
+        """The trimmed text tower, checked once against the full context on probe prompts."""
+        if self._trimmed_text is None:
+            self._trimmed_text = False
+            tower = text_trim.trimmed_text_tower(self.model)
+            if tower is not None:
+                probes = self.tokenizer(list(text_trim.PROBE_TEXTS)).numpy()
+                positions = text_trim.pooled_positions(probes, tower.eos_id, tower.pool)
+                if text_trim.agrees_with_full_context(
+                    self._runner(tower), self._full_context, probes, positions
+                ):
+                    self._trimmed_text = tower
+        return self._trimmed_text or None
 
 
 def load(spec: ModelSpec, device: str) -> Encoder:

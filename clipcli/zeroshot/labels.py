@@ -7,19 +7,24 @@ run with the same labels never touches the text encoder.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from clipcli.encoders import text_tower
+from clipcli.encoders.choose import full_model
 from clipcli.errors import UsageError
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.store.text_cache import TextEmbeddingCache
 from clipcli.zeroshot.templates import TEXT_FILE_ENCODING, TemplateSet
 
 if TYPE_CHECKING:
+    from clipcli.encoders.torch_clip import Encoder
     from clipcli.models.names import ModelSpec
     from clipcli.vectors import Embeddings
 
@@ -55,6 +60,37 @@ class TextEncoder(Protocol):
     spec: ModelSpec
 
     def encode_texts(self, texts: Sequence[str]) -> Embeddings: ...
+
+
+@dataclass
+class LabelText:
+    """The text side that embeds labels missing from the cache: the exported text tower where
+    one is verified and the CPU runs ONNX (no torch needed), else the open_clip model, loaded
+    on the first label that needs it and only then. Both run each prompt over its own tokens
+    only (text_trim.py), so they are equally fast on the CPU; the export skips loading torch."""
+
+    spec: ModelSpec
+    device: str
+    precision: str
+    model: Callable[[], Encoder] | None = None
+
+    def encode_texts(self, texts: Sequence[str]) -> Embeddings:
+        fast = self._exported
+        return fast(list(texts)) if fast is not None else self.loaded().encode_texts(texts)
+
+    def loaded(self) -> Encoder:
+        """The whole open_clip model (for its logit scale, or its text side)."""
+        if self.model is None:
+            self.model = full_model(None, self.spec, self.device, self.precision)
+        return self.model()
+
+    @functools.cached_property
+    def _exported(self) -> Callable[[list[str]], Embeddings] | None:
+        """Opened once, for all the labels: a session over the tower takes a fraction of a
+        second, and it would otherwise be opened for every chunk of prompts."""
+        if self.device not in {"auto", "cpu"} or self.precision not in {"auto", "onnx", "int8"}:
+            return None
+        return text_tower.fast_text_encoder(self.spec, many=True)
 
 
 def label_embeddings(

@@ -117,17 +117,6 @@ def test_the_torch_free_text_encoder_agrees_with_open_clip(spec):
         assert float(single @ encoder.encode_texts([query])[0]) >= 0.99999
 
 
-def test_the_text_tower_runs_on_the_query_tokens_only(spec):
-    text_tower.prepare_fast_search(load_encoder(spec, "cpu", "fp32"))
-    assert ExportFolder.for_spec(spec).read_meta()["text_trimmed"] is True
-    eot = 49407
-    tokens = np.zeros((2, 32), dtype=np.int64)
-    tokens[0, :3] = [49406, 320, eot]
-    tokens[1, :5] = [49406, 320, 1929, 530, eot]
-    assert text_tower._trim(tokens, eot, True).shape == (2, 5)
-    assert text_tower._trim(tokens, eot, False).shape == (2, 32)
-
-
 def test_search_answers_without_importing_torch_and_like_torch(
     cli, vit_args, spec, photo_folder, tmp_path
 ):
