@@ -69,7 +69,9 @@ def classify_paths(
     progress.phase("Classifying", len(files))
     for batch in embed_files(encoder, files, batch_size):
         progress.advance(len(batch.paths) + len(batch.failures))
-        ranked = rank_labels(batch.embeddings, text, labels, encoder.logit_scale, top_k)
+        ranked = rank_labels(
+            batch.embeddings, text, labels, encoder.logit_scale, top_k, encoder.logit_bias
+        )
         for path, predictions in zip(batch.paths, ranked, strict=True):
             results[path] = Classification(str(path), predictions)
         for failure in batch.failures:

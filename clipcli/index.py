@@ -17,13 +17,13 @@ from pathlib import Path
 from clipcli.encoders import text_tower
 from clipcli.encoders.batching import embed_files
 from clipcli.encoders.calibration import USER_PHOTOS
-from clipcli.encoders.choose import load_image_encoder, requested_spec
+from clipcli.encoders.choose import load_image_encoder, recorded_model, requested_spec
 from clipcli.encoders.protocols import ImageEncoder
 from clipcli.errors import IndexMissingError, ModelMismatchError, UsageError
 from clipcli.media.discover import discover_images
 from clipcli.media.hashing import file_sha256
 from clipcli.media.taken import taken_at
-from clipcli.models.names import ModelSpec, recorded_spec
+from clipcli.models.names import ModelSpec
 from clipcli.preload import import_ahead
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import model_from_environment, precision_choice
@@ -283,12 +283,14 @@ def _choose_model(
     existing = catalog.model()
     explicit = model is not None or pretrained is not None or model_from_environment()
     if existing and not explicit:
-        return recorded_spec(*existing, catalog.weights())
+        return recorded_model(*existing, catalog.weights())
     spec = requested_spec(model, pretrained)
     if existing and not reset and catalog.count() and not _same_weights(spec, catalog):
-        have = ModelSpec(*existing).describe()
+        have, wanted = ModelSpec(*existing).describe(), spec.describe()
+        if have == wanted:  # the same file or folder, holding other weights now
+            have = f"{have} as it was then"
         raise ModelMismatchError(
-            f"{catalog.path.parent}: index was built with {have}, not {spec.describe()}",
+            f"{catalog.path.parent}: index was built with {have}, not {wanted}",
             hint="use another --index, or `clipcli index --reset` to re-embed everything",
         )
     return spec
@@ -298,6 +300,9 @@ def _same_weights(spec: ModelSpec, catalog: Catalog) -> bool:
     """Whether `spec` is the model the catalog's vectors were made with, wherever its file is."""
     name, pretrained = catalog.model() or RecordedModel("", None)
     recorded = catalog.weights()
+    if spec.from_transformers or ModelSpec(name, pretrained).from_transformers:
+        # a transformers checkpoint is its content, wherever its folder is
+        return spec.from_transformers and recorded is not None and spec.weights_id == recorded
     if spec.name != name:
         return False
     if spec.pretrained_is_file and recorded is not None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from clipcli.encoders.choose import recorded_model
 from clipcli.errors import IndexMissingError, UsageError
-from clipcli.models.names import recorded_spec
 from clipcli.preload import import_ahead
 from clipcli.query import Filters, Query, parse_terms, query_vector
 from clipcli.store import vector_index
@@ -76,7 +76,7 @@ def search_index(
             raise IndexMissingError(
                 f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"
             )
-        spec = recorded_spec(*model, catalog.weights(), moved_to=pretrained)
+        spec = recorded_model(*model, catalog.weights(), moved_to=pretrained)
         vector = query_vector(spec, wanted, device)
         index = vector_index.refresh(folder, catalog)
         allowed = _allowed(catalog, filters) if filters is not None and filters.any else None

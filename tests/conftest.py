@@ -214,6 +214,16 @@ def vit_spec(tmp_path_factory: pytest.TempPathFactory):
     return ModelSpec(VIT_MODEL, str(path))
 
 
+@pytest.fixture(scope="session")
+def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random-init transformers CLIPModel (clip_folders.SMALL), saved once as
+    save_pretrained saves it, with its tokenizer and preprocessor files; tests copy it to
+    change it."""
+    from clip_folders import SMALL, save_clip_folder
+
+    return save_clip_folder(tmp_path_factory.mktemp("transformers") / "my-finetune", SMALL)
+
+
 def own_fingerprint(checkpoint: Path, tmp_path: Path, name: str = TEST_MODEL):
     """The weights of `checkpoint` with one of them nudged, by at most 1e-4 and differently for
     each test folder, so that they are weights no other test uses: the model gets an export

@@ -334,3 +334,120 @@ def test_a_checkpoint_given_without_a_model_must_fit_the_default_one(
         VIT_MODEL,
     )
     assert named.exit_code == 0, named.stderr
+
+
+# The tiny ViT trained as SigLIP is: a learnt logit bias beside the scale (open_clip's
+# init_logit_bias, -10 in SigLIP's configs), with CLIP's tokenizer, which needs no hub.
+SIGMOID_MODEL = "clipcli-test-vit-sigmoid"
+
+
+@pytest.fixture(scope="module")
+def sigmoid_spec(tmp_path_factory):
+    import open_clip
+    import torch
+    from conftest import VIT_CONFIG
+
+    from clipcli.models.names import ModelSpec
+
+    folder = tmp_path_factory.mktemp("sigmoid")
+    (folder / f"{SIGMOID_MODEL}.json").write_text(
+        json.dumps({**VIT_CONFIG, "init_logit_bias": -10})
+    )
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model(SIGMOID_MODEL).state_dict(), folder / "sigmoid.pt")
+    return ModelSpec(SIGMOID_MODEL, str(folder / "sigmoid.pt"))
+
+
+def sigmoid_reference(spec, images, labels):
+    """open_clip's README recipe for SigLIP: sigmoid(scale * cosine + bias), label by label."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(spec.name, spec.pretrained)
+    tokenizer = open_clip.get_tokenizer(spec.name)
+    with torch.no_grad():
+        classifier = open_clip.build_zero_shot_classifier(
+            model.eval(), tokenizer, labels, ["a photo of a {}."]
+        )
+        pixels = torch.stack([preprocess(Image.open(path)) for path in images])
+        cosines = model.encode_image(pixels, normalize=True) @ classifier
+        return torch.sigmoid(model.logit_scale.exp() * cosines + model.logit_bias).numpy()
+
+
+def test_a_sigmoid_trained_model_gives_each_label_its_own_probability(cli, sigmoid_spec, tmp_path):
+    images = [make_image(tmp_path / f"{c}.png", c, (90, 70)) for c in ("red", "navy")]
+    labels = ["red", "blue", "a cat"]
+    expected = sigmoid_reference(sigmoid_spec, images, labels)
+
+    result, data = cli.json(
+        *["classify", *images, "--labels", ",".join(labels), "--precision", "fp32"],
+        *["--model", sigmoid_spec.name, "--pretrained", sigmoid_spec.pretrained],
+    )
+
+    assert result.exit_code == 0, result.stderr
+    for entry, row in zip(data, expected, strict=True):
+        by_label = {p["label"]: p for p in entry["predictions"]}
+        assert set(by_label["red"]) == {"label", "score", "similarity", "sigmoid"}
+        found = [by_label[label]["sigmoid"] for label in labels]
+        assert found == pytest.approx(row.tolist(), rel=1e-4)
+        # score stays the softmax over the labels given
+        assert math.isclose(sum(p["score"] for p in entry["predictions"]), 1.0, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["sigmoid-trained", "softmax-trained"])
+def test_classify_without_torch_reports_what_classify_with_torch_reports(
+    cli, sigmoid_spec, vit_spec, tmp_path, kind
+):
+    from conftest import edit_cpu_record, without_torch
+
+    from clipcli.encoders.choose import load_encoder
+
+    spec = sigmoid_spec if kind == "sigmoid-trained" else vit_spec
+    images = [make_image(tmp_path / f"{c}.png", c, (90, 70)) for c in ("red", "navy")]
+    load_encoder(spec, "cpu", "auto")  # exported
+    edit_cpu_record(spec, torch={"rate": 0.0})  # an ONNX tower, whatever this CPU timed
+    result, expected = cli.json(
+        *["classify", *images, "--labels", "red,blue,a cat"],
+        *["--model", spec.name, "--pretrained", spec.pretrained],
+    )
+    assert result.exit_code == 0, result.stderr  # the labels are cached now
+
+    found = without_torch(
+        "from clipcli.classify import classify_paths\n"
+        "from clipcli.cli.render import classifications_json\n"
+        "from clipcli.zeroshot.templates import load_templates\n"
+        f"paths = [Path(p) for p in {[str(p) for p in images]!r}]\n"
+        "found = classify_paths(paths, ['red', 'blue', 'a cat'], load_templates('default'),"
+        f" model={spec.name!r}, pretrained={spec.pretrained!r})\n"
+        "result = classifications_json(found)"
+    )
+
+    for torch_free, loaded in zip(found, expected, strict=True):
+        for ours, theirs in zip(torch_free["predictions"], loaded["predictions"], strict=True):
+            assert ours.keys() == theirs.keys()
+            assert ("sigmoid" in ours) == (kind == "sigmoid-trained")
+            assert ours.pop("label") == theirs.pop("label")
+            assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-6)
+
+
+def test_an_export_made_before_the_bias_was_recorded_gets_it_from_the_next_load(
+    sigmoid_spec, tmp_path
+):
+    from conftest import own_fingerprint
+
+    from clipcli.encoders import choose
+    from clipcli.encoders.export_cache import ExportFolder
+
+    spec = own_fingerprint(sigmoid_spec.pretrained, tmp_path, SIGMOID_MODEL)
+    bias = choose.load_encoder(spec, "cpu", "auto").logit_bias
+    folder = ExportFolder.for_spec(spec)
+    meta = json.loads((folder.path / "export.json").read_text())
+    del meta["logit_bias"]
+    (folder.path / "export.json").write_text(json.dumps(meta))
+    assert choose.exported_image_encoder(spec) is None  # it would classify without the bias
+
+    choose.load_encoder(spec, "cpu", "auto")
+
+    assert folder.read_meta()["logit_bias"] == bias == pytest.approx(-10.0)

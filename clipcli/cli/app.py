@@ -359,8 +359,8 @@ def search(
         str | None,
         typer.Option(
             "--pretrained",
-            help="Where the index's checkpoint file is now, if it moved since indexing "
-            "(it must hold the same weights).",
+            help="Where the index's checkpoint file (or transformers folder) is now, if it "
+            "moved since indexing (it must hold the same weights).",
             show_default=False,
         ),
     ] = None,

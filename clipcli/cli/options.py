@@ -66,7 +66,8 @@ ModelOption = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="open_clip model name or hf-hub:org/repo. [env: CLIPCLI_MODEL; default ViT-B-32-256]",
+        help="open_clip model name or hf-hub:org/repo; a transformers CLIP folder or "
+        "hf:org/repo. [env: CLIPCLI_MODEL; default ViT-B-32-256]",
         show_default=False,
     ),
 ]

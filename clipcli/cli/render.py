@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from clipcli.index import IndexReport
     from clipcli.search import SearchHit
     from clipcli.store.catalog_repair import RepairReport
+    from clipcli.zeroshot.scorer import Prediction
 
 
 class Format(str, Enum):
@@ -79,10 +80,17 @@ def classifications_json(results: Sequence[Classification]) -> list[dict[str, An
         if result.error is not None:
             out.append({"path": result.path, "error": result.error})
         else:
-            out.append(
-                {"path": result.path, "predictions": [asdict(p) for p in result.predictions or []]}
-            )
+            predictions = [_prediction_json(p) for p in result.predictions or []]
+            out.append({"path": result.path, "predictions": predictions})
     return out
+
+
+def _prediction_json(prediction: Prediction) -> dict[str, Any]:
+    """A prediction's fields; "sigmoid" only for models trained with a sigmoid loss."""
+    data = asdict(prediction)
+    if data["sigmoid"] is None:
+        del data["sigmoid"]
+    return data
 
 
 def index_report_json(report: IndexReport) -> dict[str, Any]:

@@ -21,9 +21,15 @@ from clipcli.encoders.protocols import ImageEncoder
 from clipcli.encoders.torch_clip import Encoder
 from clipcli.encoders.tower_checks import AUTO_FLOORS, MIN_COSINE
 from clipcli.errors import UsageError
+from clipcli.models import transformers_folders
 from clipcli.models.catalogue import resolve_tier
 from clipcli.models.device import accelerator_possible, cpu_has_bf16, pick_device
-from clipcli.models.names import ModelSpec, resolve_model_spec, spec_without_open_clip
+from clipcli.models.names import (
+    ModelSpec,
+    recorded_spec,
+    resolve_model_spec,
+    spec_without_open_clip,
+)
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import PRECISIONS, model_choice, model_from_environment
 
@@ -236,10 +242,22 @@ def resolve_exported_spec(
     """
     from clipcli.encoders.export_cache import ExportFolder
 
+    if transformers_folders.names_checkpoint(model):  # a folder or hf:ORG/NAME: no open_clip
+        return transformers_folders.resolve(model, pretrained)
     guess = spec_without_open_clip(model, pretrained)
     if guess is not None and ExportFolder.for_spec(guess).read_meta().get("image_exported"):
         return guess
     return resolve_model_spec(model, pretrained, default_model=default_model)
+
+
+def recorded_model(
+    name: str, pretrained: str | None, weights: str | None, moved_to: str | None = None
+) -> ModelSpec:
+    """The model an index recorded, found where it is now (names.recorded_spec); a
+    transformers checkpoint by its content (transformers_folders.recorded_spec)."""
+    if ModelSpec(name, pretrained).from_transformers:
+        return transformers_folders.recorded_spec(name, pretrained, weights, moved_to)
+    return recorded_spec(name, pretrained, weights, moved_to)
 
 
 def requested_spec(model: str | None, pretrained: str | None) -> ModelSpec:

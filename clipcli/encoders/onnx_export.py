@@ -87,6 +87,9 @@ def prepare_image_towers(
     with folder.writing() as meta:
         if "image_export_error" in meta:
             return meta
+        if "pixels" in meta and "logit_bias" not in meta:  # exported before it was recorded
+            folder.update_meta(logit_bias=encoder.logit_bias)
+            meta = folder.read_meta()
         if meta.get("image_exported") and cpu.signature() in meta.get("cpus", {}):
             return meta
         first = not meta.get("image_exported")
@@ -130,7 +133,8 @@ def _torch_timing(encoder: Encoder, folder: ExportFolder) -> TorchTiming:
 
 def _torch_free_inputs(encoder: Encoder, images: list[Image.Image]) -> dict[str, Any]:
     """What indexing without torch needs: the pixel transform, if it matches open_clip's on
-    the calibration images and on awkward sizes, and the model's logit scale."""
+    the calibration images and on awkward sizes, and the model's logit scale and bias (None
+    for a model without one), which classify's scores need."""
     from open_clip import get_model_preprocess_cfg
     from PIL import Image
 
@@ -149,7 +153,11 @@ def _torch_free_inputs(encoder: Encoder, images: list[Image.Image]) -> dict[str,
     )
     if worst > 1e-5:
         return {}
-    return {"pixels": transform.to_dict(), "logit_scale": encoder.logit_scale}
+    return {
+        "pixels": transform.to_dict(),
+        "logit_scale": encoder.logit_scale,
+        "logit_bias": encoder.logit_bias,
+    }
 
 
 def record_failure(folder: ExportFolder, exc: Exception, key: str, **also: Any) -> None:

@@ -28,6 +28,7 @@ class ExportedImageEncoder:
     encode_images: Runner
     backend: str
     logit_scale: float
+    logit_bias: float | None = None
     device: str = "cpu"
 
     @property
@@ -52,6 +53,8 @@ def ready_export(spec: ModelSpec, progress: ProgressReporter | None = None) -> R
     meta = folder.read_meta()
     if not meta.get("image_exported") or "pixels" not in meta:
         return None
+    if "logit_bias" not in meta:  # exported before it was recorded: loading the model adds it
+        return None
     if not folder.graphs_present(meta):  # the model is loaded, and the export made again
         return None
     if not onnxruntime_available():
@@ -70,7 +73,10 @@ def image_encoder(
     # The session opens while the first images decode (see onnx_sessions.started).
     runner = started(lambda: image_runner(export.folder, export.record, kind, images))
     scale = float(export.meta["logit_scale"])
-    return ExportedImageEncoder(spec, transform, runner, f"onnx-{kind}", scale)
+    bias = export.meta["logit_bias"]
+    return ExportedImageEncoder(
+        spec, transform, runner, f"onnx-{kind}", scale, None if bias is None else float(bias)
+    )
 
 
 def _check_without_torch(

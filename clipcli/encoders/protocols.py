@@ -17,6 +17,7 @@ class ImageEncoder(Protocol):
     device: str
     backend: str
     logit_scale: float
+    logit_bias: float | None  # sigmoid-trained models only
 
     @property
     def input_size(self) -> int: ...

@@ -24,17 +24,28 @@ BUNDLED_CONFIG_DIR = PACKAGE_DIR / "bundled"
 # Models whose weights ship inside the package, so they need neither --pretrained nor a network.
 BUNDLED_WEIGHTS = {"clipcli-shapes": BUNDLED_CONFIG_DIR / "clipcli-shapes.pt"}
 HF_HUB_PREFIX = "hf-hub:"
+# A transformers CLIPModel checkpoint in the Hugging Face hub cache (hf-hub: is open_clip's own).
+HF_PREFIX = "hf:"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A model architecture and the weights to put in it."""
 
+    # An open_clip name; for a transformers checkpoint, its folder's absolute path or hf:ORG/NAME.
     name: str
-    pretrained: str | None  # an open_clip tag, an absolute checkpoint path, or None (hf-hub:)
+    # An open_clip tag, an absolute checkpoint path, or None (hf-hub:, a transformers folder);
+    # for hf:ORG/NAME, the commit of its snapshot.
+    pretrained: str | None
     # The checkpoint file's content id (weight_files.py), when it is known without reading the
-    # file; where it is not, it is looked up (or hashed once) when needed.
+    # file; where it is not, it is looked up (or hashed once) when needed. A transformers
+    # checkpoint's spec is made with its content id (transformers_folders.py).
     weights: str | None = field(default=None, compare=False)
+
+    @property
+    def from_transformers(self) -> bool:
+        """Whether this is a transformers CLIPModel checkpoint (transformers_folders.py)."""
+        return self.name.startswith(HF_PREFIX) or os.path.isabs(self.name)
 
     @property
     def pretrained_is_file(self) -> bool:
@@ -42,7 +53,10 @@ class ModelSpec:
 
     @property
     def weights_id(self) -> str | None:
-        """The content id of checkpoint-file weights ('sha256:...'); None for tags and hf-hub."""
+        """The content id of checkpoint-file weights, or of a transformers checkpoint's files
+        ('sha256:...'); None for tags and hf-hub."""
+        if self.from_transformers:  # made with it by transformers_folders.py
+            return self.weights
         if not self.pretrained_is_file:
             return None
         if self.weights is None and os.path.isfile(self.pretrained or ""):
@@ -55,6 +69,8 @@ class ModelSpec:
     def fingerprint(self) -> str:
         """Identity for caches: the same weights have one fingerprint wherever the file lies,
         and a checkpoint that changes on disk gets a new one."""
+        if self.from_transformers:
+            return f"transformers|{self.weights_id or self.name}"
         if self.pretrained_is_file:
             return f"{self.name}|{self.weights_id or self.pretrained}"
         return f"{self.name}|{self.pretrained or ''}"
@@ -62,6 +78,8 @@ class ModelSpec:
     def describe(self) -> str:
         """The model as the user would name it: its weights too, unless they are the bundled
         model's own (a path inside the installation says nothing to the user)."""
+        if self.from_transformers:  # its folder, or hf:ORG/NAME
+            return self.name
         bundled = BUNDLED_WEIGHTS.get(self.name)
         if not self.pretrained or (bundled is not None and self.pretrained == str(bundled)):
             return self.name

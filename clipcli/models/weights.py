@@ -15,7 +15,9 @@ from clipcli.errors import WeightsUnavailableError
 from clipcli.models import checkpoints
 from clipcli.models.names import (
     HF_HUB_PREFIX,
+    HF_PREFIX,
     ModelSpec,
+    open_clip_registry,
 )
 from clipcli.settings import hub_offline
 
@@ -33,13 +35,48 @@ def load_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:
     return WeightsUnavailableError(f"cannot load {spec.describe()}: {first_line}")
 
 
+def tokenizer_failure(spec: ModelSpec, exc: Exception) -> WeightsUnavailableError:
+    """One line that says the model's tokenizer could not be loaded, and why.
+
+    SigLIP's tokenizer, and those of other models that name one on the hub, are downloaded
+    once whatever the weights' source: a local checkpoint file still needs the hub then.
+    """
+    repo = hub_tokenizer(spec.name)
+    source = f" ({repo} on the Hugging Face hub)" if repo else ""
+    if _not_cached_nor_reachable(exc):
+        why = "HF_HUB_OFFLINE is set" if hub_offline() else "the model hub could not be reached"
+        return WeightsUnavailableError(
+            f"cannot load the tokenizer of {spec.name}{source}: "
+            f"it is not in the local cache and {why}",
+            hint="run once with network access to cache it; after that it loads offline",
+        )
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return WeightsUnavailableError(f"cannot load the tokenizer of {spec.name}: {first_line}")
+
+
+def hub_tokenizer(name: str) -> str | None:
+    """The hub repository that open_clip loads the model's tokenizer from (SigLIP's, for one),
+    or None where the tokenizer ships with open_clip or the name is not an open_clip config."""
+    open_clip = open_clip_registry()
+    if name not in open_clip.list_models():  # get_model_config would download an hf-hub: one
+        return None
+    config = open_clip.get_model_config(name) or {}
+    repo = config.get("text_cfg", {}).get("hf_tokenizer_name")
+    return repo if isinstance(repo, str) and repo else None
+
+
 def _weights_unavailable(spec: ModelSpec) -> WeightsUnavailableError:
     offline = hub_offline()
     why = "HF_HUB_OFFLINE is set" if offline else "the model hub could not be reached"
+    caches, local = "Hugging Face hub cache, ~/.cache/clip", "pass --pretrained /path/to/weights.pt"
+    if spec.name.startswith(HF_PREFIX):  # a transformers checkpoint is in the hub cache or nowhere
+        caches, local = "Hugging Face hub cache", "give a checkpoint folder: --model ./folder"
+    elif repo := hub_tokenizer(spec.name):  # SigLIP's: weights on disk still need it once
+        local += f" (the tokenizer, {repo}, still comes from the hub once)"
     return WeightsUnavailableError(
         f"cannot load weights for {spec.describe()}: they are not in the local cache "
-        f"(Hugging Face hub cache, ~/.cache/clip) and {why}",
-        hint="run once with network access to cache them, or pass --pretrained /path/to/weights.pt",
+        f"({caches}) and {why}",
+        hint=f"run once with network access to cache them, or {local}",
     )
 
 
@@ -64,8 +101,10 @@ def offline_unless_reachable(spec: ModelSpec) -> Iterator[None]:
     Without a network, huggingface_hub retries with back-off for about a minute before failing;
     one quick connection attempt tells us to go straight to the cache instead.
     """
-    needs_hub = spec.name.startswith(HF_HUB_PREFIX) or (
-        spec.pretrained is not None and not spec.pretrained_is_file
+    needs_hub = (
+        spec.name.startswith((HF_HUB_PREFIX, HF_PREFIX))
+        or (spec.pretrained is not None and not spec.pretrained_is_file)
+        or hub_tokenizer(spec.name) is not None
     )
     if not needs_hub:
         yield

@@ -143,3 +143,86 @@ def test_a_load_failure_whose_message_only_mentions_a_cache_is_reported_as_it_is
         message
         == f"cannot load {spec.describe()}: size mismatch for the attention cache of layer 3"
     )
+
+
+# SigLIP's recipe (its text tower, its hub tokenizer, a logit bias) around the tiny ViT: the
+# weights load from a local file in a second, and the tokenizer still needs the hub.
+HUB_TOKENIZER_MODEL = "clipcli-test-siglip"
+HUB_TOKENIZER_CONFIG = {
+    "embed_dim": 64,
+    "init_logit_bias": -10,
+    "custom_text": True,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {
+        "context_length": 64,
+        "vocab_size": 32000,
+        "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+        "tokenizer_kwargs": {"clean": "canonicalize"},
+        "width": 64,
+        "heads": 2,
+        "layers": 2,
+        "no_causal_mask": True,
+        "proj_bias": True,
+        "pool_type": "last",
+    },
+}
+
+
+@pytest.fixture
+def hub_offline(monkeypatch, tmp_path):
+    """HF_HUB_OFFLINE=1 and an empty hub cache (HF_HOME, HF_HUB_CACHE), also where the hub
+    client read them when it was imported."""
+    import huggingface_hub.constants as hub
+
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HOME", str(cache))
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache / "hub"))
+
+
+def test_a_local_checkpoint_whose_tokenizer_is_on_the_hub_says_so_offline(
+    cli, hub_offline, tmp_path
+):
+    import json
+
+    import open_clip
+    import torch
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / f"{HUB_TOKENIZER_MODEL}.json").write_text(json.dumps(HUB_TOKENIZER_CONFIG))
+    open_clip.add_model_config(configs)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "siglip.pt"
+    torch.save(open_clip.create_model(HUB_TOKENIZER_MODEL).state_dict(), checkpoint)
+    image = make_image(tmp_path / "a.png")
+    model = ["--model", HUB_TOKENIZER_MODEL, "--pretrained", checkpoint]
+
+    result = cli("classify", image, "--labels", "cat,dog", *model)
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot load the tokenizer of {HUB_TOKENIZER_MODEL} (timm/ViT-B-16-SigLIP on"
+        " the Hugging Face hub): it is not in the local cache and HF_HUB_OFFLINE is set; run"
+        " once with network access to cache it; after that it loads offline\n"
+    )
+
+
+def test_siglip_weights_by_tag_offline_say_the_tokenizer_needs_the_hub_too(
+    cli, hub_offline, tmp_path
+):
+    image = make_image(tmp_path / "a.png")
+    model = ["--model", "ViT-B-16-SigLIP", "--pretrained", "webli"]
+
+    result = cli("classify", image, "--labels", "cat,dog", *model)
+
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: cannot load weights for ViT-B-16-SigLIP (webli): they are not in the local"
+        " cache (Hugging Face hub cache, ~/.cache/clip) and HF_HUB_OFFLINE is set; run once"
+        " with network access to cache them, or pass --pretrained /path/to/weights.pt (the"
+        " tokenizer, timm/ViT-B-16-SigLIP, still comes from the hub once)\n"
+    )

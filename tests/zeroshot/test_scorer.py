@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipcli.zeroshot.scorer import rank_labels, softmax
+from clipcli.zeroshot.scorer import rank_labels, sigmoid, softmax
 
 
 def unit(*vector):
@@ -44,3 +44,27 @@ def test_top_k_keeps_the_best_and_probabilities_of_the_full_softmax():
     top = rank_labels(images, labels, ["a", "b", "c"], logit_scale=10.0, top_k=1)[0]
     assert top == full[:1]
     assert sum(p.score for p in full) == pytest.approx(1.0)
+
+
+def test_a_logit_bias_gives_each_label_its_sigmoid_whatever_the_other_labels():
+    images = np.stack([unit(1, 0.5, 0.2)])
+    labels = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1)])
+    three = rank_labels(images, labels, ["a", "b", "c"], logit_scale=10.0, logit_bias=-3.0)[0]
+    two = rank_labels(images, labels[:2], ["a", "b"], logit_scale=10.0, logit_bias=-3.0)[0]
+    for prediction in three:
+        expected = 1 / (1 + np.exp(-(10.0 * prediction.similarity - 3.0)))
+        assert prediction.sigmoid == pytest.approx(expected)
+    assert [p.sigmoid for p in two] == [p.sigmoid for p in three[:2]]
+    assert [p.score for p in two] != pytest.approx([p.score for p in three[:2]])
+
+
+def test_without_a_logit_bias_there_is_no_sigmoid():
+    images = np.stack([unit(1, 0)])
+    labels = np.stack([unit(1, 0), unit(0, 1)])
+    assert {p.sigmoid for p in rank_labels(images, labels, ["a", "b"], logit_scale=100.0)[0]} == {
+        None
+    }
+
+
+def test_sigmoid_survives_large_logits():
+    assert sigmoid(np.array([-1000.0, 0.0, 1000.0])).tolist() == [0.0, 0.5, 1.0]
