@@ -451,13 +451,16 @@ def trained_table() -> list[str]:
 # -- text embedding cache -------------------------------------------------------------------------
 
 
-def bench_text_cache(photo: Path, model: str, pretrained: str | None, labels: int) -> list[Row]:
+def bench_text_cache(
+    photo: Path, model: str, pretrained: str | None, labels: int, first_within_s: float | None
+) -> list[Row]:
     """classify with the 80 imagenet templates: a first run, then the same labels again."""
     from clipcli.classify import classify_paths
     from clipcli.zeroshot.templates import load_templates
 
     names = [f"object number {i}" for i in range(labels)]
     templates = load_templates("imagenet")
+    prompts = labels * len(templates.templates)
     with tempfile.TemporaryDirectory() as home:
         os.environ["CLIPCLI_HOME"] = home
 
@@ -477,16 +480,49 @@ def bench_text_cache(photo: Path, model: str, pretrained: str | None, labels: in
         second = median_time(lambda: run(names), 3)
     del os.environ["CLIPCLI_HOME"]
     what = f"{labels:,} labels x 80 templates, {model}"
+    first_row = Row(f"classify, {what}, first run", first, "s")
+    if first_within_s is not None:
+        target = f"<= {first_within_s:g} s"
+        first_row = Row(first_row.metric, first, "s", target=target, met=first <= first_within_s)
     return [
-        Row(f"classify, {what}, first run", first, "s"),
+        first_row,
+        Row(f"classify, {what}, first run, prompts embedded per second", prompts / first, "/s"),
         Row(
             f"classify, {what}, cached run",
             second,
             "s",
             first / second,
             "first run",
-            ">= 10x faster",
-            first / second >= 10,
+            "<= 0.2 s" if first_within_s is not None else ">= 10x faster",
+            second <= 0.2 if first_within_s is not None else first / second >= 10,
+        ),
+    ]
+
+
+def bench_text_tower(model: str, checkpoint: Path, labels: int = 8) -> list[Row]:
+    """The text tower on labels through the 80 templates: every prompt over the whole context
+    (as before trimming), and each bucket over its longest prompt only, in one process."""
+    from clipcli.encoders.choose import load_encoder
+    from clipcli.models.names import ModelSpec
+    from clipcli.zeroshot.templates import load_templates
+
+    encoder = load_encoder(ModelSpec(model, str(checkpoint)), "cpu", "fp32")
+    templates = load_templates("imagenet")
+    texts = [t for i in range(labels) for t in templates.fill(f"object number {i}")]
+    encoder.encode_texts(texts[:8])  # the one-off check of the trimmed tower, and warm-up
+    encoder.encode_texts(texts[:8], full_context=True)
+    chunks = [texts[i : i + 240] for i in range(0, len(texts), 240)]  # as labels.py sends them
+    full = median_time(lambda: [encoder.encode_texts(c, full_context=True) for c in chunks], 3)
+    trimmed = median_time(lambda: [encoder.encode_texts(c) for c in chunks], 3)
+    what = f"text tower, {model}, {len(texts)} ImageNet-template prompts"
+    return [
+        Row(f"{what}, full 77-token context, prompts per second", len(texts) / full, "/s"),
+        Row(
+            f"{what}, trimmed to each bucket's longest prompt, prompts per second",
+            len(texts) / trimmed,
+            "/s",
+            full / trimmed,
+            "full context",
         ),
     ]
 
@@ -1147,8 +1183,9 @@ def main() -> None:
         (
             "text-cache",
             lambda: (
-                bench_text_cache(photos[0], "clipcli-shapes", None, args.labels)
-                + bench_text_cache(photos[0], MODEL, str(checkpoint), 25)
+                bench_text_tower(MODEL, checkpoint)
+                + bench_text_cache(photos[0], "clipcli-shapes", None, args.labels, None)
+                + bench_text_cache(photos[0], MODEL, str(checkpoint), args.labels, 600)
             ),
         ),
         ("cold-search", lambda: bench_cold_search(photos, checkpoint, 5)),
@@ -1169,10 +1206,9 @@ def main() -> None:
         f"Indexing: {len(photos)} camera-size (3264x2448) textured JPEGs, {MODEL} with random "
         "weights, batch 32. Search scale: clustered vectors (2,000-component Gaussian mixture "
         "on the unit sphere), 200 held-out queries, median latency. Label cache: "
-        f"{args.labels:,} labels x 80 templates are 80,000 text passes, which the bundled "
-        "clipcli-shapes model's small text tower does in seconds; with ViT-B-32's they would "
-        "take about an hour on two cores, so its rows use 25 labels (the first run grows with "
-        "the label count and the cached run does not, so its ratio only grows with more).",
+        f"{args.labels:,} labels x 80 templates are {args.labels * 80:,} text passes, run as "
+        "classify runs them: each bucket of 64 prompts of similar length over its longest "
+        "prompt's tokens only (a dozen of the 77 for ImageNet's templates).",
         *FINDINGS,
     ]
     write_results(merge_with_earlier(rows) if args.only else rows, notes)
