@@ -124,12 +124,29 @@ class Encoder:
 
 
 def load(spec: ModelSpec, device: str) -> Encoder:
-    """Load a model through open_clip's own loaders (hub cache, local files, hf-hub: names),
-    in fp32 on `device`."""
-    open_clip = open_clip_registry()
+    """Load a model through open_clip's own loaders (hub cache, local files, hf-hub: names), or
+    a transformers checkpoint converted into open_clip's CLIP, in fp32 on `device`."""
+    open_clip = open_clip_registry()  # first: it times torch's import, part of the cold start
     started = time.perf_counter()
-    if spec.from_transformers:  # converted into open_clip's CLIP, not loaded by open_clip
-        return _transformers_encoder(spec, device, started)
+    if spec.from_transformers:
+        from clipcli.encoders import transformers_clip
+
+        model, preprocess, tokenizer, input_size = transformers_clip.load_parts(spec, device)
+    else:
+        model, preprocess, tokenizer, input_size = _open_clip_parts(open_clip, spec, device)
+    scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+    encoder = Encoder(spec, model, preprocess, tokenizer, device, scale)
+    if getattr(model, "logit_bias", None) is not None:
+        encoder.logit_bias = float(model.logit_bias.item())
+    encoder.input_size = input_size
+    imported = torch_import_seconds()
+    if imported is not None:  # this process started without torch: the whole start-up is known
+        encoder.cold_start_s = imported + time.perf_counter() - started
+    return encoder
+
+
+def _open_clip_parts(open_clip: Any, spec: ModelSpec, device: str) -> tuple[Any, Any, Any, int]:
+    """(model, preprocess, tokenizer, the shorter side its preprocessing resizes to)."""
     if spec.pretrained_is_file:
         checked_weights_file(spec)
     with quiet_hub_logging(), offline_unless_reachable(spec):
@@ -144,16 +161,8 @@ def load(spec: ModelSpec, device: str) -> Encoder:
         except Exception as exc:  # transformers and the hub client raise their own types
             raise tokenizer_failure(spec, exc) from exc
     model = reparameterised(model.eval())
-    scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
-    encoder = Encoder(spec, model, preprocess, tokenizer, device, scale)
-    if getattr(model, "logit_bias", None) is not None:
-        encoder.logit_bias = float(model.logit_bias.item())
     size = getattr(model.visual, "image_size", 224)
-    encoder.input_size = int(min(size) if isinstance(size, (tuple, list)) else size)
-    imported = torch_import_seconds()
-    if imported is not None:  # this process started without torch: the whole start-up is known
-        encoder.cold_start_s = imported + time.perf_counter() - started
-    return encoder
+    return model, preprocess, tokenizer, int(min(size) if isinstance(size, (tuple, list)) else size)
 
 
 def reparameterised(model: Any) -> Any:
@@ -171,18 +180,3 @@ def reparameterised(model: Any) -> Any:
     from timm.utils.model import reparameterize_model  # only timm's towers fold
 
     return reparameterize_model(model, inplace=True)
-
-
-def _transformers_encoder(spec: ModelSpec, device: str, started: float) -> Encoder:
-    """A transformers CLIP checkpoint's encoder (transformers_clip.py); `started` is when
-    loading began, for the cold start figure."""
-    from clipcli.encoders import transformers_clip
-
-    model, preprocess, tokenizer, resize = transformers_clip.load_parts(spec, device)
-    scale = float(model.logit_scale.exp().item())
-    encoder = Encoder(spec, model, preprocess, tokenizer, device, scale)
-    encoder.input_size = resize  # decoders may stop at the side the resize goes to
-    imported = torch_import_seconds()
-    if imported is not None:
-        encoder.cold_start_s = imported + time.perf_counter() - started
-    return encoder
