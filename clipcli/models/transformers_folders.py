@@ -201,7 +201,6 @@ def hub_snapshot(repo: str, revision: str | None = None) -> Path:
     from clipcli.settings import hub_offline
 
     spec = ModelSpec(HF_PREFIX + repo, None)
-    cache = os.environ.get("HF_HUB_CACHE") or None
     offline = hub_offline()  # read now: huggingface_hub read its own when it was imported
     hub = contextlib.nullcontext() if offline else offline_unless_reachable(spec)
     with quiet_hub_logging(), hub:
@@ -211,7 +210,7 @@ def hub_snapshot(repo: str, revision: str | None = None) -> Path:
                     snapshot_download(
                         repo,
                         revision=revision,
-                        cache_dir=cache,
+                        cache_dir=_hub_cache(),
                         allow_patterns=patterns,
                         local_files_only=offline,
                     )
