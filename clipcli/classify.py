@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clipcli.encoders.batching import embed_files
@@ -14,6 +14,7 @@ from clipcli.media.discover import expand_paths
 from clipcli.progress import NoProgress, ProgressReporter
 from clipcli.settings import precision_choice
 from clipcli.store.text_cache import TextEmbeddingCache
+from clipcli.zeroshot.floors import Floors, cleared
 from clipcli.zeroshot.labels import LabelText, label_embeddings
 from clipcli.zeroshot.scorer import Prediction, rank_labels
 from clipcli.zeroshot.templates import TemplateSet
@@ -24,12 +25,15 @@ NO_IMAGES = "no images found"
 @dataclass(frozen=True)
 class Classification:
     """The predictions for one input path, or why there are none: an `error` for an image
-    that cannot be read, a `warning` for a folder that holds no images."""
+    that cannot be read, a `warning` for a folder that holds no images. A multi-label answer
+    also has the `labels` given and whether the image `abstain`s (is none of them)."""
 
     path: str
     predictions: list[Prediction] | None = None
     error: str | None = None
     warning: str | None = None
+    labels: list[str] | None = None  # multi-label answers only
+    abstain: bool | None = None  # multi-label answers only
 
 
 def classify_paths(
@@ -79,6 +83,22 @@ def classify_paths(
     return [results[path] for path in files] + notes
 
 
+def multi_labelled(
+    results: Sequence[Classification], floors: Floors, top_k: int | None = None
+) -> list[Classification]:
+    """Multi-label answers: every label whose cosine clears its floor, best first (at most
+    `top_k`); an image that clears none abstains, with no predictions."""
+    answers = []
+    for result in results:
+        if result.predictions is None:
+            answers.append(result)
+            continue
+        given = cleared(result.predictions, floors)[:top_k]
+        labels = [prediction.label for prediction in given]
+        answers.append(replace(result, predictions=given, labels=labels, abstain=not given))
+    return answers
+
+
 def _expand(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     """The image paths to classify, and the folders among `paths` that hold no images.
 
@@ -109,4 +129,5 @@ __all__ = [
     "classify_paths",
     "failed",
     "label_warnings",
+    "multi_labelled",
 ]

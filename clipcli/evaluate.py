@@ -26,6 +26,7 @@ from clipcli.zeroshot.dataset import ImageFolder, LabelledImage, read_image_fold
 from clipcli.zeroshot.labels import LabelText, label_embeddings
 from clipcli.zeroshot.scorer import softmax
 from clipcli.zeroshot.templates import TemplateSet
+from clipcli.zeroshot.thresholds import Thresholds, calibrate, checked_target, model_record
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class EvalReport:
     seconds: float = 0.0
     embedded: int = 0  # images embedded by this run; the rest came from the cache
     empty_classes: list[str] = field(default_factory=list)  # class folders with no images
+    # With a precision target: per-label thresholds, from the best template set's cosines.
+    thresholds: Thresholds | None = None
 
     def best_first(self) -> list[TemplateScore]:
         """The template sets, best first: by acc1, then mean per-class recall, then acc5."""
@@ -102,6 +105,7 @@ def evaluate_dataset(
     precision: str | None = None,
     batch_size: int = 32,
     progress: ProgressReporter | None = None,
+    precision_target: float | None = None,
 ) -> EvalReport:
     """Score zero-shot classification of the images under `dataset` with each template set.
 
@@ -115,6 +119,8 @@ def evaluate_dataset(
         raise UsageError(f"--top-k must be at least 1, not {top_k}")
     if not template_sets:
         raise UsageError("no template sets given")
+    if precision_target is not None:
+        checked_target(precision_target)
     chosen = precision_choice(precision)
     data = read_image_folder(dataset, classnames)
     progress = progress or NoProgress()
@@ -150,11 +156,24 @@ def evaluate_dataset(
         embedded=indexed.added + indexed.updated,
         empty_classes=list(data.empty),
     )
+    cosines: dict[str, np.ndarray] = {}
     with TextEmbeddingCache.default() as cache:
         for name, templates in template_sets:
             classes = label_embeddings(text, data.labels, templates, cache, progress)
-            logits = vectors.astype(np.float64) @ classes.astype(np.float64).T
-            report.scores.append(_score(name, logits, truth, labelled, data.labels, top_k, scale))
+            cosines[name] = vectors.astype(np.float64) @ classes.astype(np.float64).T
+            report.scores.append(
+                _score(name, cosines[name], truth, labelled, data.labels, top_k, scale)
+            )
+    if precision_target is not None:
+        best = report.best_first()[0].templates
+        report.thresholds = Thresholds(
+            model=model_record(spec),
+            templates=best,
+            templates_digest=dict(template_sets)[best].digest,
+            precision_target=precision_target,
+            dataset=os.path.abspath(dataset),
+            per_label=tuple(calibrate(cosines[best], truth, data.labels, precision_target)),
+        )
     eval_cache.write_state(folder, {"dataset": os.path.abspath(dataset), **scale.noted()})
     report.seconds = round(time.perf_counter() - started, 3)
     return report

@@ -23,11 +23,17 @@ from clipcli.cli.options import (
     HtmlOption,
     IndexOption,
     JsonOption,
+    LabelsFileOption,
+    LabelsOption,
+    MinScoreOption,
     ModelOption,
+    MultiOption,
     OneLineErrors,
     PlainJsonOption,
     PrecisionOption,
     PretrainedOption,
+    TemplatesOption,
+    ThresholdsOption,
     output_file,
     print_error,
     print_warning,
@@ -35,6 +41,8 @@ from clipcli.cli.options import (
 )
 from clipcli.cli.render import Format
 from clipcli.errors import EXIT_FAILURE, UsageError
+
+DEFAULT_TOP_K = 5
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -95,23 +103,21 @@ def classify(
     paths: Annotated[
         list[Path], typer.Argument(help="Image files or folders (searched recursively).")
     ],
-    labels: Annotated[
-        str | None,
+    labels: LabelsOption = None,
+    labels_file: LabelsFileOption = None,
+    templates: TemplatesOption = None,
+    top_k: Annotated[
+        int | None,
         typer.Option(
-            "--labels",
-            help='Comma-separated labels, e.g. "cat,dog"; write \\, for a comma in a label.',
+            "--top-k",
+            min=1,
+            help="Labels to show per image. [default: 5; with --multi, every label given]",
+            show_default=False,
         ),
     ] = None,
-    labels_file: Annotated[
-        Path | None, typer.Option("--labels-file", help="A file with one label per line.")
-    ] = None,
-    templates: Annotated[
-        str,
-        typer.Option(
-            "--templates", help="Prompt templates: default, imagenet, or a file with one per line."
-        ),
-    ] = "default",
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels to show per image.")] = 5,
+    multi: MultiOption = False,
+    min_score: MinScoreOption = None,
+    thresholds: ThresholdsOption = None,
     form: FormatOption = None,
     json_output: JsonOption = False,
     model: ModelOption = None,
@@ -122,30 +128,41 @@ def classify(
     html: HtmlOption = None,
     contact_sheet: ContactSheetOption = None,
 ) -> None:
-    """Rank labels for each image by CLIP zero-shot similarity."""
-    from clipcli.classify import classify_paths, failed, label_warnings
+    """Rank labels for each image by CLIP zero-shot similarity; with --multi, give every
+    label that clears its floor, or none."""
+    from clipcli.classify import classify_paths, failed, label_warnings, multi_labelled
     from clipcli.cli import render
-    from clipcli.zeroshot.labels import parse_labels
-    from clipcli.zeroshot.templates import load_templates
 
     chosen = render.choose_format(form, json_output, sys.stdout)
     html_out = output_file(html, "--html", options.HTML_SUFFIXES)
     sheet_out = output_file(contact_sheet, "--contact-sheet", options.PNG_SUFFIXES)
-    label_list = parse_labels(labels, labels_file)
-    template_set = load_templates(templates)
+    if (min_score is not None or thresholds is not None) and not multi:
+        option = "--min-score" if min_score is not None else "--thresholds"
+        raise UsageError(f"{option} sets the floor of --multi", hint="add --multi")
+    choice = options.label_choice(
+        labels, labels_file, templates, model, pretrained, thresholds, min_score
+    )
+    if multi and choice.floors is None:
+        raise UsageError(
+            "--multi gives the labels that clear a floor",
+            hint="add --min-score S or --thresholds FILE",
+        )
     with render.progress_for(stderr, enabled=chosen is not Format.json) as progress:
         results = classify_paths(
             paths,
-            label_list,
-            template_set,
-            model=model,
-            pretrained=pretrained,
+            choice.labels,
+            choice.templates,
+            model=choice.model,
+            pretrained=choice.pretrained,
             device=device,
             precision=precision,
             batch_size=batch_size,
-            top_k=top_k,
+            top_k=None if multi else top_k or DEFAULT_TOP_K,
             progress=progress,
         )
+    if choice.floors is not None:
+        results = multi_labelled(results, choice.floors, top_k)
+    label_list = choice.labels
     render.write_classifications(chosen, results, sys.stdout, stdout)
     _write_classify_views(results, html_out, sheet_out)
     for result in results:
@@ -153,7 +170,7 @@ def classify(
             print_error(f"{result.path}: {result.error}")
         elif result.warning is not None:
             print_warning(f"{result.path}: {result.warning}")
-    for note in label_warnings(label_list):
+    for note in [] if multi else label_warnings(label_list):
         print_warning(note)
     if failed(results):  # an unreadable image, or a folder that gave nothing to classify
         raise typer.Exit(EXIT_FAILURE)
@@ -476,16 +493,43 @@ def evaluate(
             show_default=False,
         ),
     ] = None,
+    thresholds: Annotated[
+        Path | None,
+        typer.Option(
+            "--thresholds",
+            metavar="OUT.json",
+            help="Also calibrate a threshold per label (the lowest cosine at which it reaches "
+            "--precision-target), from the best template set, and write them for "
+            "`classify --multi --thresholds` and `sort --thresholds`.",
+            show_default=False,
+        ),
+    ] = None,
+    precision_target: Annotated[
+        float | None,
+        typer.Option(
+            "--precision-target",
+            help="The precision each label's threshold must reach. [default: 0.9]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Score zero-shot classification on labelled photos: acc1, acc5, mean per-class recall."""
     from clipcli.cli import render
     from clipcli.evaluate import evaluate_dataset
     from clipcli.zeroshot.templates import load_templates
+    from clipcli.zeroshot.thresholds import DEFAULT_PRECISION_TARGET, write_thresholds
 
     names = list(dict.fromkeys(templates or ["default"]))
     template_sets = [(name, load_templates(name)) for name in names]
     html_out = output_file(html, "--html", options.HTML_SUFFIXES)
     png_out = output_file(confusion, "--confusion", options.PNG_SUFFIXES)
+    thresholds_out = output_file(thresholds, "--thresholds", options.JSON_SUFFIXES)
+    if precision_target is not None and thresholds_out is None:
+        raise UsageError(
+            "--precision-target sets the thresholds' precision", hint="add --thresholds OUT.json"
+        )
+    if thresholds_out is not None and precision_target is None:
+        precision_target = DEFAULT_PRECISION_TARGET
     with render.progress_for(stderr, enabled=not json_output) as progress:
         report = evaluate_dataset(
             dataset,
@@ -498,7 +542,10 @@ def evaluate(
             precision=precision,
             batch_size=batch_size,
             progress=progress,
+            precision_target=precision_target,
         )
+    if thresholds_out is not None and report.thresholds is not None:
+        write_thresholds(thresholds_out, report.thresholds)
     for folder in report.empty_classes:
         print_warning(f"{dataset / folder}: no images; not a class")
     for skipped in report.skipped:
@@ -507,6 +554,14 @@ def evaluate(
         sys.stdout.write(render.to_json(render.eval_json(report)) + "\n")
     else:
         render.write_eval(report, stdout)
+    if report.thresholds is not None:
+        if not json_output:
+            render.write_thresholds(report.thresholds, thresholds_out, stdout)
+        for label in report.thresholds.unreachable():
+            print_warning(
+                f"{label}: no threshold reaches precision {report.thresholds.precision_target}"
+                "; never given with these thresholds"
+            )
     if html_out is not None:
         from clipcli.views.html import eval_page
 

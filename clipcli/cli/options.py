@@ -18,7 +18,7 @@ from clipcli.errors import EXIT_FAILURE, ClipcliError, UsageError
 from clipcli.literal import shown
 
 if TYPE_CHECKING:
-    pass
+    from clipcli.zeroshot.thresholds import LabelChoice
 
 
 # Click's exception family, whichever Click raises them: Typer 0.28 carries a copy of its own.
@@ -148,6 +148,74 @@ PrecisionOption = Annotated[
     ),
 ]
 
+LabelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        help='Comma-separated labels, e.g. "cat,dog"; write \\, for a comma in a label.',
+        show_default=False,
+    ),
+]
+LabelsFileOption = Annotated[
+    Path | None,
+    typer.Option("--labels-file", help="A file with one label per line.", show_default=False),
+]
+TemplatesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--templates",
+        help="Prompt templates: default, imagenet, or a file with one per line. [default: "
+        "default, or those of --thresholds]",
+        show_default=False,
+    ),
+]
+MultiOption = Annotated[
+    bool,
+    typer.Option(
+        "--multi",
+        help="Give every label whose cosine clears its floor (--min-score or --thresholds), "
+        "or none: the image abstains.",
+    ),
+]
+MinScoreOption = Annotated[
+    float | None,
+    typer.Option(
+        "--min-score",
+        metavar="S",
+        help="The cosine a label must reach to be given, for every label.",
+        show_default=False,
+    ),
+]
+ThresholdsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--thresholds",
+        metavar="FILE",
+        help="Per-label floors calibrated by `clipcli eval --thresholds`; its labels, "
+        "templates and model are used unless given (and must then be the same).",
+        show_default=False,
+    ),
+]
+
+
+def label_choice(
+    labels: str | None,
+    labels_file: Path | None,
+    templates: str | None,
+    model: str | None,
+    pretrained: str | None,
+    thresholds: Path | None,
+    min_score: float | None,
+) -> LabelChoice:
+    """The labels, templates, model and floors the label options ask for together."""
+    from clipcli.zeroshot.labels import parse_labels
+    from clipcli.zeroshot.thresholds import choose_labels
+
+    given = parse_labels(labels, labels_file) if labels or labels_file else None
+    return choose_labels(
+        given, templates, model, pretrained, thresholds=thresholds, min_score=min_score
+    )
+
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn clipcli's own errors into one line on stderr and the documented exit code."""
@@ -175,6 +243,7 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 HTML_SUFFIXES = (".html", ".htm")
 PNG_SUFFIXES = (".png",)
+JSON_SUFFIXES = (".json",)
 
 
 def output_file(path: Path | None, option: str, suffixes: Sequence[str]) -> Path | None:

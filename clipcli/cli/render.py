@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from clipcli.search import SearchHit
     from clipcli.store.catalog_repair import RepairReport
     from clipcli.zeroshot.scorer import Prediction
+    from clipcli.zeroshot.thresholds import Thresholds
 
 
 class Format(str, Enum):
@@ -81,7 +82,10 @@ def classifications_json(results: Sequence[Classification]) -> list[dict[str, An
             out.append({"path": result.path, "error": result.error})
         else:
             predictions = [_prediction_json(p) for p in result.predictions or []]
-            out.append({"path": result.path, "predictions": predictions})
+            entry: dict[str, Any] = {"path": result.path, "predictions": predictions}
+            if result.abstain is not None:  # --multi
+                entry.update(labels=result.labels, abstain=result.abstain)
+            out.append(entry)
     return out
 
 
@@ -106,9 +110,10 @@ def search_json(hits: Sequence[SearchHit]) -> list[dict[str, Any]]:
 
 
 def eval_json(report: EvalReport) -> list[dict[str, Any]]:
-    """One object per template set, in the order they were asked for."""
+    """One object per template set, in the order they were asked for; with --thresholds, the
+    set they were calibrated on also has "thresholds" (the file's per-label entries)."""
     skipped = [asdict(item) for item in report.skipped]
-    return [
+    objects = [
         {
             "dataset": report.dataset,
             "model": report.model,
@@ -125,6 +130,11 @@ def eval_json(report: EvalReport) -> list[dict[str, Any]]:
         }
         for score in report.scores
     ]
+    if report.thresholds is not None:
+        for entry in objects:
+            if entry["templates"] == report.thresholds.templates:
+                entry["thresholds"] = [asdict(label) for label in report.thresholds.per_label]
+    return objects
 
 
 # -- writing each format -------------------------------------------------------------------------
@@ -145,6 +155,8 @@ def write_classifications(
         _write_jsonl(out, classifications_json(results))
     elif form is Format.plain:
         for result in results:
+            if result.abstain:  # one line still, so that no image goes unmentioned
+                out.write(f"{escaped(result.path)}\t\t\n")
             for prediction in result.predictions or []:
                 out.write(
                     f"{escaped(result.path)}\t{escaped(prediction.label)}\t{prediction.score:.3f}\n"
@@ -155,8 +167,8 @@ def write_classifications(
 
 def _classification_rows(results: Sequence[Classification]) -> Iterator[list[Any]]:
     for result in results:
-        if result.error is not None:
-            yield [result.path, "", "", "", "", result.error]
+        if result.error is not None or result.abstain:
+            yield [result.path, "", "", "", "", result.error or ""]
         for rank, prediction in enumerate(result.predictions or [], 1):
             yield [
                 result.path,
@@ -273,6 +285,21 @@ def write_eval(report: EvalReport, console: Callable[[], Console]) -> None:
     console().print()
     count, _, words = eval_summary(report).partition(" ")
     tables.render_summary(console(), count, " " + words)
+
+
+def write_thresholds(
+    thresholds: Thresholds, out: os.PathLike[str] | None, console: Callable[[], Console]
+) -> None:
+    """The calibrated thresholds as a table, and where they were written."""
+    from clipcli.cli import tables
+
+    console().print()
+    tables.render_thresholds(console(), thresholds)
+    if out is not None:
+        console().print()
+        tables.render_summary(
+            console(), str(len(thresholds.per_label)), f" thresholds written to {os.fspath(out)}"
+        )
 
 
 @contextmanager

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from clipcli.evaluate import EvalReport
     from clipcli.search import SearchHit
     from clipcli.zeroshot.scorer import Prediction
+    from clipcli.zeroshot.thresholds import Thresholds
 
 BAR_WIDTH = 24
 SHORT_BAR_WIDTH = 10
@@ -44,6 +45,9 @@ def _literal(text: str, style: str = "") -> Text:
     return Text(shown(text), style=style)
 
 
+NONE_OF_THESE = "(none of these)"  # a multi-label answer with no label above its floor
+
+
 def render_classifications(console: Console, results: Sequence[Classification]) -> None:
     """A table per image, or one line per image when there are more than DETAILED_UP_TO."""
     classified = [result for result in results if result.predictions is not None]
@@ -60,6 +64,8 @@ def render_classifications(console: Console, results: Sequence[Classification]) 
         table.add_column("probability", justify="right")
         table.add_column("", no_wrap=True)
         table.add_column("cosine", justify="right", style="dim")
+        if result.abstain:
+            table.add_row(Text(NONE_OF_THESE, "dim"), "", "", "")
         for prediction in result.predictions or []:
             table.add_row(
                 _literal(prediction.label),
@@ -83,7 +89,11 @@ def _compact_table(results: Sequence[Classification], *, runners_up: bool) -> Ta
     if runners_up:
         table.add_column("next", no_wrap=True, overflow="ellipsis", style="dim")
     for result in results:
-        best, *rest = result.predictions or []
+        if not result.predictions:  # a multi-label answer that gave no label
+            none: list[RenderableType] = [Text(NONE_OF_THESE, "dim"), "", "", _literal(result.path)]
+            table.add_row(*none, *([""] if runners_up else []))
+            continue
+        best, *rest = result.predictions
         row: list[RenderableType] = [
             _literal(best.label),
             f"{best.score:6.1%}",
@@ -147,6 +157,31 @@ def render_eval(console: Console, report: EvalReport) -> None:
 
 def _percent(fraction: float) -> str:
     return f"{100 * fraction:.1f}%"
+
+
+def render_thresholds(console: Console, thresholds: Thresholds) -> None:
+    """Each label's calibrated threshold, with the precision and recall it had."""
+    _emit(
+        console,
+        _literal(
+            f"thresholds for precision {_percent(thresholds.precision_target)}, with "
+            f"{thresholds.templates} templates:",
+            "bold",
+        ),
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("label")
+    for title in ("threshold", "precision", "recall", "images"):
+        table.add_column(title, justify="right")
+    for entry in thresholds.per_label:
+        table.add_row(
+            _literal(entry.label),
+            "never" if entry.threshold is None else f"{entry.threshold:.4f}",
+            "" if entry.precision is None else _percent(entry.precision),
+            _percent(entry.recall),
+            str(entry.support),
+        )
+    _emit(console, table)
 
 
 def render_summary(console: Console, count: str, words: str) -> None:
