@@ -6,7 +6,6 @@ runtime problem (an unreadable image, weights unavailable, no index), 2 a usage 
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +14,7 @@ import typer
 
 from clipcli import __version__
 from clipcli.cli import options
+from clipcli.cli.consoles import stderr, stdout
 from clipcli.cli.options import (
     BatchOption,
     ContactSheetOption,
@@ -40,13 +40,12 @@ from clipcli.cli.options import (
     reports_errors,
 )
 from clipcli.cli.render import Format
+from clipcli.cli.sort_command import sort
 from clipcli.errors import EXIT_FAILURE, UsageError
 
 DEFAULT_TOP_K = 5
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from clipcli.classify import Classification
     from clipcli.search import SearchHit
 
@@ -63,23 +62,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-@functools.cache
-def stdout() -> Console:
-    """Rich's console for tables; made on first use, so other formats never import Rich.
-    Whatever it is given is drawn literally: no markup, no emoji codes, no highlighting."""
-    from rich.console import Console
-
-    return Console(markup=False, emoji=False, highlight=False)
-
-
-@functools.cache
-def stderr() -> Console:
-    """Rich's console for progress bars on an interactive stderr."""
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _version(value: bool) -> None:
@@ -573,6 +555,9 @@ def evaluate(
         write_confusion_png(
             report.labels, best.confusion, png_out, title=f"{report.model}, {best.templates}"
         )
+
+
+app.command()(sort)
 
 
 def _previewed(hits: list[SearchHit]) -> bool:
