@@ -29,6 +29,7 @@ HERE = Path(__file__).parent
 DATA = HERE / "data"
 sys.path.insert(0, str(HERE))
 
+from dupes import time_dupes  # noqa: E402
 from photos import ensure_photo_folder  # noqa: E402
 
 MODEL = "ViT-B-32"
@@ -45,6 +46,7 @@ SECTIONS = (
     "catch-up",
     "trained",
     "eval",
+    "dupes",
 )
 CLIPCLI = [sys.executable, "-m", "clipcli"]
 
@@ -993,6 +995,25 @@ def bench_eval(photos: list[Path], checkpoint: Path) -> list[Row]:
     return rows
 
 
+def bench_dupes(count: int) -> list[Row]:
+    """`clipcli dupes` over a catalog of `count` synthetic photos, a fifth of them copies of
+    others (bench/dupes.py): the exact range search of a flat index, the hash checks, the
+    grouping and the keepers."""
+    timing = time_dupes(count, copies=count // 5)
+    label = f"{count // 1000}k x 512"
+    return [
+        Row(
+            f"dupes: finding and grouping near-duplicates, {label}",
+            timing.seconds,
+            "s",
+            target="< 60 s",
+            met=timing.seconds < 60,
+        ),
+        Row("dupes: copies grouped with their original", timing.recall * 100, "%"),
+        Row("dupes: photos grouped with another original", timing.wrong, ""),
+    ]
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -1195,6 +1216,7 @@ def main() -> None:
         ("catch-up", lambda: bench_catch_up(args.vectors)),
         ("trained", bench_trained),
         ("eval", lambda: bench_eval(photos, checkpoint)),
+        ("dupes", lambda: bench_dupes(100_000)),
     ]
     for name, step in steps:
         if name in want:

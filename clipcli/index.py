@@ -2,7 +2,9 @@
 
 A file is unchanged when its (size, mtime) match the catalog; otherwise its content hash decides:
 same hash → unchanged, new hash at a known path → re-encoded, a hash that vanished elsewhere → a
-move (the vector is kept), a hash already indexed → a copy (the vector is reused).
+move (the vector is kept), a hash already indexed → a copy (the vector is reused). A photo's
+perceptual hash (clipcli.media.perceptual_hash) goes with its vector: computed from the pixels
+the model is given, kept by a move, reused by a copy.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from clipcli.store.catalog import CATALOG_FILE, Catalog
 from clipcli.store.catalog_records import (
     CatalogEntry,
     Dated,
+    Hashed,
     Move,
     NewImage,
     RecordedModel,
@@ -216,6 +219,7 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     root_upkeep.drop_emptied(catalog, job.root_paths)
     report.total = catalog.count()
     _date_undated(catalog, job.progress)
+    _hash_unhashed(catalog, job.progress)
     if job.reset:  # photos of other folders are gone too: the report counts every one
         report.removed = len(forgotten - set(catalog.entries()))
     if not job.embeddings_only:
@@ -387,7 +391,9 @@ def _plan(
             plan.moves.append(Move(moved.id, file.path, file.size, file.mtime_ns))
         elif (vector := catalog.embedding_for_hash(sha)) is not None:
             dated = taken_at(file.path, file.mtime_ns)
-            plan.copies.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated))
+            phash = catalog.perceptual_hash_for(sha)
+            copy = NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated, phash)
+            plan.copies.append(copy)
         else:
             plan.to_encode.append((file, sha))
     plan.removals = [
@@ -438,12 +444,13 @@ def _encode(
     model = _load_for(encoder, len(work), progress)
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
-    for batch in embed_files(model, paths, batch_size):
+    for batch in embed_files(model, paths, batch_size, perceptual_hashes=True):
         new = []
-        for path, vector in zip(batch.paths, batch.embeddings, strict=True):
+        hashes = batch.phashes or []
+        for path, vector, phash in zip(batch.paths, batch.embeddings, hashes, strict=True):
             file, sha = by_path[str(path)]
             dated = taken_at(file.path, file.mtime_ns)
-            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated))
+            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated, phash))
         catalog.add(new)
         bad = [(by_path[str(f.path)][0], f.reason) for f in batch.failures]
         catalog.set_unreadable(
@@ -474,4 +481,31 @@ def _date_undated(catalog: Catalog, progress: ProgressReporter) -> None:
     for start in range(0, len(undated), DATE_BATCH):
         batch = undated[start : start + DATE_BATCH]
         catalog.date([Dated(entry.id, taken_at(entry.path, entry.mtime_ns)) for entry in batch])
+        progress.advance(len(batch))
+
+
+# Hashes written per transaction: a run killed while hashing keeps all but the batch in flight.
+HASH_BATCH = 256
+
+
+def _hash_unhashed(catalog: Catalog, progress: ProgressReporter) -> None:
+    """Compute the perceptual hash of each photo the catalog has none for (a catalog made
+    before hashes were recorded, or repaired), decoding its file again, embedding nothing
+    again. A file that no longer decodes (gone, damaged) keeps no hash: the next run tries it
+    again.
+
+    Moves and touches keep a hash, as the content is the same; a file whose content changed
+    is embedded again, and hashed then.
+    """
+    from clipcli.media.perceptual_hash import file_perceptual_hashes  # Pillow: decodes pictures
+
+    unhashed = catalog.unhashed()
+    if not unhashed:
+        return
+    progress.phase("Hashing pictures", len(unhashed))
+    for start in range(0, len(unhashed), HASH_BATCH):
+        batch = unhashed[start : start + HASH_BATCH]
+        hashes = file_perceptual_hashes([Path(entry.path) for entry in batch])
+        found = [Hashed(e.id, h) for e, h in zip(batch, hashes, strict=True) if h is not None]
+        catalog.set_perceptual_hashes(found)
         progress.advance(len(batch))

@@ -284,17 +284,35 @@ def edit_cpu_record(spec, **figures: dict) -> None:
     folder.update_meta(cpus=cpus)
 
 
-def as_of_the_previous_schema(index: Path) -> None:
-    """Turn an index's catalog back into what the clipcli before the last migration wrote."""
+# What each migration added, undone: the last one first.
+_UNDONE = (
+    # The perceptual hash of each photo's pixels.
+    ("ALTER TABLE images DROP COLUMN phash",),
+    # When each photo was taken, and its index; the roots.
+    (
+        "DROP INDEX images_taken_at",
+        "ALTER TABLE images DROP COLUMN taken_at",
+        "DROP TABLE roots",
+    ),
+)
+
+
+def as_of_the_previous_schema(index: Path, migrations: int = 1) -> None:
+    """Turn an index's catalog back into what the clipcli before the last `migrations`
+    migrations wrote."""
     import sqlite3
 
     from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
 
     db = sqlite3.connect(index / CATALOG_FILE)
     with db:
-        # What the last migration added: when each photo was taken, and its index; the roots.
-        db.execute("DROP INDEX images_taken_at")
-        db.execute("ALTER TABLE images DROP COLUMN taken_at")
-        db.execute("DROP TABLE roots")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+        for statements in _UNDONE[:migrations]:
+            for statement in statements:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - migrations}")
     db.close()
+
+
+def as_of_the_schema_before_dates(index: Path) -> None:
+    """Turn an index's catalog back into what the clipcli before dates (and roots) wrote."""
+    as_of_the_previous_schema(index, migrations=2)

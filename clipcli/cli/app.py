@@ -15,6 +15,7 @@ import typer
 from clipcli import __version__
 from clipcli.cli import options
 from clipcli.cli.consoles import stderr, stdout
+from clipcli.cli.dupes_command import dupes
 from clipcli.cli.options import (
     BatchOption,
     ContactSheetOption,
@@ -558,6 +559,7 @@ def evaluate(
 
 
 app.command()(sort)
+app.command()(dupes)
 
 
 def _previewed(hits: list[SearchHit]) -> bool:

@@ -95,6 +95,25 @@ def load_image(path: Path, min_size: int | None = None) -> Image.Image:
             raise ImageDecodeError(path, f"unsupported colour mode {image.mode}") from None
 
 
+def pixel_count(path: Path) -> int:
+    """How many pixels the image holds (width x height, whichever way up), read from its
+    header without decoding it; a camera RAW file's embedded preview is decoded, its header
+    being LibRaw's to read. ImageDecodeError for a file that is not an image one can open."""
+    with open_image_file(path) as fp:
+        if is_raw_name(os.fspath(path)):
+            width, height = _decode_raw(path, None).size
+            return width * height
+        if heif.container(fp.read(heif.HEADER_SIZE)) == "HEIF":
+            heif.register_heif_opener()  # a missing pillow-heif makes it unrecognised below
+        fp.seek(0)
+        try:
+            with _pillow_quiet(), Image.open(fp) as image:
+                width, height = image.size
+        except (UnidentifiedImageError, Image.DecompressionBombError, *_ISO_MEDIA_DATA_ERRORS):
+            raise ImageDecodeError(path, "not an image Pillow can open") from None
+    return width * height
+
+
 def open_image_file(path: Path) -> BinaryIO:
     """The file opened for reading, or ImageDecodeError with the reason it cannot be one."""
     # stat before open: opening a FIFO would block, and the checks give clearer reasons.

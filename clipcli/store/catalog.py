@@ -14,23 +14,26 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
 from clipcli.errors import CatalogUnreadableError, ClipcliError
-from clipcli.store import catalog_filters, catalog_roots
+from clipcli.store import catalog_filters, catalog_hashes, catalog_roots
 from clipcli.store.catalog_records import (
     CatalogEntry,
     Dated,
+    Hashed,
+    HashedEntry,
     Move,
     NewImage,
     RecordedModel,
     StoredImage,
     Touch,
     Undated,
+    Unhashed,
     Unreadable,
     UnreadableFile,
     path_from,
@@ -240,6 +243,34 @@ class Catalog:
         return from_blob(row[0]) if row else None
 
     @_reported
+    def vector_blocks(self, size: int) -> Iterator[tuple[np.ndarray, Embeddings]]:
+        """(ids, embeddings) in id order, `size` photos at a time: all of them, without
+        holding them all at once."""
+        after = -1
+        while True:
+            rows = self._db.execute(
+                "SELECT id, embedding FROM images WHERE id > ? ORDER BY id LIMIT ?", (after, size)
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, np.stack([from_blob(r[1]) for r in rows])
+            after = int(ids[-1])
+
+    @_reported
+    def vectors_for(self, ids: Sequence[int]) -> dict[int, Embeddings]:
+        """The embeddings of these ids (those that exist), by id."""
+        found: dict[int, Embeddings] = {}
+        for start in range(0, len(ids), 999):  # SQLite's parameters per statement, as below
+            chunk = [int(id_) for id_ in ids[start : start + 999]]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id, embedding FROM images WHERE id IN ({marks})", chunk
+            )
+            found.update((id_, from_blob(blob)) for id_, blob in rows)
+        return found
+
+    @_reported
     def vectors(self, changed_after: int | None = None) -> tuple[np.ndarray, Embeddings]:
         """(ids, embeddings) in id order: all of them, or those written after a generation."""
         query, args = "SELECT id, embedding FROM images ORDER BY id", ()
@@ -331,6 +362,26 @@ class Catalog:
         return [Undated(id_, path_from(path), mtime_ns) for id_, path, mtime_ns in rows]
 
     @_reported
+    def entries_for(self, ids: Sequence[int]) -> dict[int, HashedEntry]:
+        """The entries of these ids, with their perceptual hashes, by id."""
+        return catalog_hashes.entries_for(self._db, self.schema_version, ids)
+
+    @_reported
+    def exact_copies(self) -> list[list[int]]:
+        """The ids of photos whose files have one content (SHA-256), a sorted list each."""
+        return catalog_hashes.exact_copies(self._db)
+
+    @_reported
+    def unhashed(self) -> list[Unhashed]:
+        """Entries whose perceptual hash was never computed (added before hashes were)."""
+        return catalog_hashes.unhashed(self._db, self.schema_version)
+
+    @_reported
+    def perceptual_hash_for(self, sha256: str) -> int | None:
+        """The perceptual hash of a photo with this content already indexed, if it has one."""
+        return catalog_hashes.hash_for_content(self._db, sha256)
+
+    @_reported
     def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}
         # SQLite takes at most 999 parameters per statement in older builds, 32,766 in newer.
@@ -359,16 +410,17 @@ class Catalog:
                 to_blob(i.embedding),
                 now,
                 i.taken_at,
+                i.phash,
             )
             for i in images
         ]
         self._write_images(
             "INSERT INTO images"
-            " (path, size, mtime_ns, sha256, embedding, indexed_at, taken_at, changed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+            " (path, size, mtime_ns, sha256, embedding, indexed_at, taken_at, phash, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
             " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
             " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
-            " taken_at = excluded.taken_at, changed = excluded.changed",
+            " taken_at = excluded.taken_at, phash = excluded.phash, changed = excluded.changed",
             rows,
         )
 
@@ -422,9 +474,18 @@ class Catalog:
             )
 
     @_reported
+    def set_perceptual_hashes(self, hashes: Sequence[Hashed]) -> None:
+        """Record the perceptual hashes of entries' pixels, in one transaction. Not a new
+        generation: the FAISS index holds no hashes."""
+        if not hashes:
+            return
+        with self._transaction():
+            catalog_hashes.set_hashes(self._db, hashes)
+
+    @_reported
     def move(self, moves: Sequence[Move]) -> None:
-        """Give entries new paths and stats, keeping their vectors and dates (the content is
-        the same)."""
+        """Give entries new paths and stats, keeping their vectors, dates and hashes (the
+        content is the same)."""
         if not moves:
             return
         with self._transaction():
@@ -436,7 +497,8 @@ class Catalog:
 
     @_reported
     def touch(self, stats: Sequence[Touch]) -> None:
-        """Record new stats for files whose content did not change; their dates stay."""
+        """Record new stats for files whose content did not change; their dates and hashes
+        stay."""
         if not stats:
             return
         with self._transaction():

@@ -1,6 +1,6 @@
 """What the catalog stores and hands back, as records (a file's entry, a new image, the model,
-a move, an unreadable file, a date), and how a path is stored: as text when it is UTF-8, else
-as the bytes the file system holds."""
+a move, an unreadable file, a date, a perceptual hash), and how a path is stored: as text when
+it is UTF-8, else as the bytes the file system holds."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ class CatalogEntry:
     size: int
     mtime_ns: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class HashedEntry(CatalogEntry):
+    """An entry with the perceptual hash of its pixels (clipcli.media.perceptual_hash); None
+    until an index run computes it (a catalog made before hashes were recorded)."""
+
+    phash: int | None
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,8 @@ class Touch(NamedTuple):
 
 @dataclass(frozen=True)
 class NewImage:
-    """A file to add, with its embedding and when it was taken (clipcli.media.taken; None
-    leaves it for the next index run to read)."""
+    """A file to add, with its embedding, when it was taken (clipcli.media.taken) and the
+    perceptual hash of its pixels; None leaves either for the next index run to read."""
 
     path: str
     size: int
@@ -89,6 +97,7 @@ class NewImage:
     sha256: str
     embedding: Embeddings
     taken_at: float | None = None
+    phash: int | None = None
 
 
 class Undated(NamedTuple):
@@ -104,6 +113,20 @@ class Dated(NamedTuple):
 
     id: int
     taken_at: float
+
+
+class Unhashed(NamedTuple):
+    """An entry whose perceptual hash was never computed: a catalog made before hashes were."""
+
+    id: int
+    path: str
+
+
+class Hashed(NamedTuple):
+    """The perceptual hash of an entry's pixels."""
+
+    id: int
+    phash: int
 
 
 def path_value(path: str) -> str | bytes:

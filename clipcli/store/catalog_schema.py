@@ -54,11 +54,18 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_taken_at ON images (taken_at);
     CREATE TABLE roots (path PRIMARY KEY NOT NULL, excludes TEXT NOT NULL DEFAULT '[]');
     """,
+    # The perceptual hash of each photo's pixels (clipcli.media.perceptual_hash, as a signed
+    # 64-bit integer), which tells copies of one picture from two pictures of one subject that
+    # CLIP finds as close; NULL until an index run computes it.
+    """
+    ALTER TABLE images ADD COLUMN phash INTEGER;
+    """,
 )
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
 DATED_SCHEMA = 6  # the first schema whose images have taken_at, and that has roots
+HASHED_SCHEMA = 7  # the first whose images have a perceptual hash
 
 
 def statements(script: str) -> list[str]:

@@ -27,6 +27,7 @@ from clipcli.media.thumbnails import THUMBNAIL_SIZE, thumbnail_jpeg
 
 if TYPE_CHECKING:
     from clipcli.classify import Classification
+    from clipcli.dupes import DupesReport
     from clipcli.evaluate import EvalReport, Mistake, TemplateScore
     from clipcli.search import SearchHit
 
@@ -99,6 +100,14 @@ def eval_page(report: EvalReport, out: Path) -> None:
     sections = [_section(score, i == 0) for i, score in enumerate(report.best_first())]
     shown = (m.path for section in sections for m in section.mistakes)
     html = _render("eval.html", report=report, sections=sections, thumbs=_thumbnails(shown))
+    write_file(out, html.encode("utf-8"), what="the page")
+
+
+def dupes_page(report: DupesReport, out: Path) -> None:
+    """Write each group of near-duplicates as a row of thumbnails: its keeper first, then the
+    copies with their similarity and hash distance to it."""
+    shown = (path for group in report.groups for path in (group.keeper, *group.extras))
+    html = _render("dupes.html", report=report, thumbs=_thumbnails(shown))
     write_file(out, html.encode("utf-8"), what="the page")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import as_of_the_previous_schema
+from conftest import as_of_the_schema_before_dates
 
 from clipcli.errors import ClipcliError
 from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog
@@ -150,7 +150,7 @@ def previous_schema_catalog(folder: Path) -> bytes:
     """A catalog of the schema before dates, holding two photos; returns its bytes."""
     with Catalog(folder) as catalog:
         catalog.add([new_image("/photos/a.png", "aaa", 1), new_image("/photos/b.png", "bbb", 2)])
-    as_of_the_previous_schema(folder)
+    as_of_the_schema_before_dates(folder)
     return (folder / CATALOG_FILE).read_bytes()
 
 
@@ -182,7 +182,7 @@ def test_a_catalog_of_the_schema_before_dates_only_read_is_left_as_it_was(folder
         assert len(catalog.filtered_ids(since=0.0)) == 2
 
     assert (folder / CATALOG_FILE).read_bytes() == before
-    assert user_version(folder) == SCHEMA_VERSION - 1
+    assert user_version(folder) == SCHEMA_VERSION - 2
 
 
 def test_catalog_from_a_newer_clipcli_is_refused_without_migrating_it(folder: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import as_of_the_previous_schema
+from conftest import as_of_the_schema_before_dates
 
 from clipcli.media.taken import local_wall_seconds, wall_seconds
 from clipcli.store.catalog import CATALOG_FILE, Catalog
@@ -171,7 +171,7 @@ def test_a_catalog_of_the_schema_before_dates_filters_by_mtime_and_stays_as_it_w
             NewImage(f"/p/{n}.jpg", 1, (1_700_000_000 + n * 100_000) * 10**9, f"{n:064x}", unit(n))
             for n in range(4)
         )
-    as_of_the_previous_schema(folder)
+    as_of_the_schema_before_dates(folder)
     before = (folder / CATALOG_FILE).read_bytes()
     second = local_wall_seconds(mtimes(folder)["/p/1.jpg"])
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import as_of_the_previous_schema, snapshot
+from conftest import as_of_the_schema_before_dates, snapshot
 
 from clipcli.errors import ClipcliError
 from clipcli.progress import NoProgress
@@ -319,7 +319,7 @@ def test_a_damaged_catalog_of_the_schema_before_dates_is_repaired_with_its_photo
 ) -> None:
     folder = tmp_path / "index"
     filled(folder, photos=8)
-    as_of_the_previous_schema(folder)
+    as_of_the_schema_before_dates(folder)
     damage(folder, page_of(folder, "images", leaf_holding=2))
 
     report = repaired(folder)
