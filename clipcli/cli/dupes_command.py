@@ -5,6 +5,7 @@ people, and an HTML page of thumbnails."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
@@ -15,9 +16,11 @@ from clipcli.cli.options import (
     IndexOption,
     PlainJsonOption,
     output_file,
+    print_error,
     print_warning,
     reports_errors,
 )
+from clipcli.errors import EXIT_FAILURE, UsageError
 from clipcli.literal import shown
 
 if TYPE_CHECKING:
@@ -51,6 +54,20 @@ def dupes(
             "pixels are one picture.",
         ),
     ] = False,
+    move_extras: Annotated[
+        Path | None,
+        typer.Option(
+            "--move-extras",
+            metavar="DIR",
+            help="Move every copy but each group's keeper into DIR, under the path it had "
+            "below its indexed folder, recorded in DIR/clipcli-dupes.csv.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="With --move-extras: say what would move, move nothing."),
+    ] = False,
 ) -> None:
     """Find groups of near-duplicates (resized, re-encoded or saved-again copies of one
     picture) among the indexed photos, each with a suggested keeper. Nothing is deleted."""
@@ -58,6 +75,8 @@ def dupes(
     from clipcli.settings import index_dir as resolve_index
 
     html_out = output_file(html, "--html", options.HTML_SUFFIXES)
+    if dry_run and move_extras is None:
+        raise UsageError("--dry-run is for --move-extras", hint="add --move-extras DIR")
     report = find_duplicates(resolve_index(index_dir), threshold=threshold, loose=loose)
     if json_output:
         from clipcli.cli import render
@@ -70,6 +89,40 @@ def dupes(
 
         dupes_page(report, html_out)
     _warn(report)
+    if move_extras is not None:
+        _move_extras(report, move_extras, dry_run, sys.stderr if json_output else sys.stdout)
+
+
+def _move_extras(report: DupesReport, into: Path, dry_run: bool, out: TextIO) -> None:
+    """Say what is to move, move it, and say what happened; the groups' JSON on stdout stays
+    as it is, so with --json this goes to stderr."""
+    from clipcli.cli.cache_view import size
+    from clipcli.dupes_extras import move_extras
+
+    copies = report.extra_copies
+    verb = "would move" if dry_run else "moving"
+    out.write(
+        f"\n{verb} {copies} extra {'copy' if copies == 1 else 'copies'} "
+        f"({size(report.extra_bytes)}) into {shown(str(into))}\n"
+    )
+    moved = move_extras(report, into, dry_run=dry_run)
+    for item in moved.moved:
+        out.write(f"  {item.action}: {shown(item.source)} -> {shown(item.destination)}\n")
+    for item in moved.left:
+        print_warning(f"kept {item.path} in place: {item.reason}")
+    for item in moved.failed:
+        print_error(f"{item.path}: cannot move ({item.reason})")
+    if dry_run:
+        out.write("dry run: nothing was moved\n")
+    else:
+        out.write(
+            f"{len(moved.moved)} moved ({size(moved.bytes)}), {len(moved.left)} kept in place; "
+            f"manifest: {shown(moved.manifest)}\n"
+        )
+        if moved.moved:
+            print_warning("the index still lists the copies moved away; `clipcli index` drops them")
+    if moved.failed:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def dupes_json(report: DupesReport) -> list[dict[str, Any]]:
