@@ -57,8 +57,9 @@ format: install
 	$(VENV)/bin/ruff check --fix clipcli tests scripts
 	$(VENV)/bin/ruff format clipcli tests scripts
 
-# The main job, offline: draw a folder of shapes, index it with the bundled model, search, classify;
-# then score the model on a labelled folder of shapes.
+# The main job, offline: draw a folder of shapes (and a few resized copies), index it with the
+# bundled model, search, classify; score the model on a labelled folder of shapes, calibrating a
+# threshold per shape; sort the folder by them; find the copies.
 DEMO := demo
 CLIPCLI := $(VENV)/bin/clipcli
 SHAPE_LABELS := circle,square,triangle,star,cross,ring
@@ -67,6 +68,10 @@ demo: install
 	rm -rf $(DEMO)
 	$(PY) -c "from pathlib import Path; from clipcli.shapes import write_sample_folder; \
 	write_sample_folder(Path('$(DEMO)/photos'), 96, seed=7)"
+	$(PY) -c "from pathlib import Path; from PIL import Image; \
+	out = Path('$(DEMO)/photos/copies'); out.mkdir(); \
+	[Image.open(p).convert('RGB').resize((Image.open(p).width // 2, Image.open(p).height // 2)) \
+	.save(out / (p.stem + '-small.jpg'), quality=80) for p in sorted(Path('$(DEMO)/photos').glob('000[0-2]-*'))]"
 	@printf '\n== clipcli index $(DEMO)/photos --model clipcli-shapes\n'
 	$(CLIPCLI) index $(DEMO)/photos --index $(DEMO)/index --model clipcli-shapes
 	@printf '\n== clipcli search "a red star"\n'
@@ -83,8 +88,12 @@ demo: install
 	write_labelled_folder(Path('$(DEMO)/shapes'), 12, seed=8)"
 	@printf '\n== clipcli eval $(DEMO)/shapes (one folder per shape), two template sets\n'
 	$(CLIPCLI) eval $(DEMO)/shapes --model clipcli-shapes --templates default \
-		--templates imagenet --html $(DEMO)/eval.html
+		--templates imagenet --html $(DEMO)/eval.html --thresholds $(DEMO)/thresholds.json
 	@printf '\nThe report with its pictures: $(DEMO)/eval.html\n'
+	@printf '\n== clipcli sort $(DEMO)/photos --thresholds (one folder per shape, or _unsorted)\n'
+	$(CLIPCLI) sort $(DEMO)/photos --thresholds $(DEMO)/thresholds.json --into $(DEMO)/sorted
+	@printf '\n== clipcli dupes (the resized copies in $(DEMO)/photos/copies)\n'
+	$(CLIPCLI) dupes --index $(DEMO)/index --html $(DEMO)/dupes.html
 
 # Start-up is measured as users get it: pip compiles an installed package's bytecode, and an
 # editable checkout run with PYTHONDONTWRITEBYTECODE would otherwise recompile it every time.
