@@ -4,9 +4,10 @@ the way the command groups them (bench/run.py turns the figures into rows).
 The vectors are unrelated photos (a Gaussian mixture on the unit sphere, as bench/run.py's
 search benchmarks draw them: photos of many subjects) and copies of some of them, each a
 little noise away from its original (cosine 0.96-0.99, as resized and re-encoded copies
-score). Each photo has a perceptual hash; a copy's differs from its original's in a few bits.
-The files exist (a byte each), so that the command finds them there; their hashes are stored,
-so nothing is decoded: what is timed is the range search, the checks and the grouping.
+score). Each photo has a picture hash: a copy's pHash differs from its original's in a few
+bits, its colour grid by a level or two in each value. The files exist (a byte each), so that
+the command finds them there; their hashes are stored, so nothing is decoded: what is timed is
+the range search, the checks and the grouping.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def near_duplicate_vectors(
 
 def time_dupes(count: int = 100_000, dim: int = 512, copies: int = 20_000) -> DupesTiming:
     from clipcli.dupes import find_duplicates
+    from clipcli.media.perceptual_hash import COLOUR_BYTES, PictureHash
     from clipcli.store import vector_index
     from clipcli.store.catalog import Catalog
     from clipcli.store.catalog_records import NewImage
@@ -61,6 +63,11 @@ def time_dupes(count: int = 100_000, dim: int = 512, copies: int = 20_000) -> Du
     bits = np.uint64(1) << rng.integers(0, 64, (copies, 3)).astype(np.uint64)
     hashes[count - copies :] = hashes[original[count - copies :]] ^ np.bitwise_or.reduce(bits, 1)
     signed = hashes.view(np.int64)  # as the catalog stores a hash
+    colours = rng.integers(0, 256, (count, COLOUR_BYTES), dtype=np.int16)
+    shift = rng.integers(-2, 3, (copies, COLOUR_BYTES))
+    colours[count - copies :] = np.clip(colours[original[count - copies :]] + shift, 0, 255)
+    grids = colours.astype(np.uint8)
+    pictures = [PictureHash(int(signed[n]), grids[n].tobytes()) for n in range(count)]
     with tempfile.TemporaryDirectory() as scratch:
         photos, folder = Path(scratch) / "photos", Path(scratch) / "index"
         photos.mkdir()
@@ -70,7 +77,7 @@ def time_dupes(count: int = 100_000, dim: int = 512, copies: int = 20_000) -> Du
         with Catalog(folder) as catalog:
             for start in range(0, count, 10_000):
                 catalog.add(
-                    NewImage(str(paths[n]), 1, n, f"{n:064x}", vectors[n], None, int(signed[n]))
+                    NewImage(str(paths[n]), 1, n, f"{n:064x}", vectors[n], None, pictures[n])
                     for n in range(start, min(start + 10_000, count))
                 )
             vector_index.refresh(folder, catalog)  # the index run's part

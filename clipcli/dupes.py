@@ -3,7 +3,8 @@ resized, re-encoded or saved again), each with the copy to keep. Nothing is dele
 
 Candidates are the pairs whose vectors' cosine reaches the threshold (store.near_pairs). CLIP
 puts two photos of one subject about as close as two copies of one photo, so a pair counts only
-when the perceptual hashes of their pixels agree too (HASH_LIMIT bits at most); `loose` takes
+when the picture hashes of their pixels agree too (clipcli.media.perceptual_hash): the pHashes
+differ in HASH_LIMIT bits at most, and the colour grids by COLOUR_LIMIT at most; `loose` takes
 the vectors' word alone (the same scene). Files of one content (SHA-256) are copies whatever
 the threshold. Pairs link into groups: A like B and B like C make one group of three.
 
@@ -29,10 +30,11 @@ from clipcli.store.catalog_records import HashedEntry
 from clipcli.store.near_pairs import NearPairs, near_pairs
 
 if TYPE_CHECKING:
+    from clipcli.media.perceptual_hash import PictureHash
     from clipcli.vectors import Embeddings
 
 DEFAULT_THRESHOLD = 0.95
-# Bits in which two copies' perceptual hashes may differ, as measured (tests/test_dupes.py
+# Bits in which two copies' pHashes may differ, as measured (tests/test_dupes.py
 # and tests/media/test_perceptual_hash.py keep checking both ends): copies of real photos
 # resized to 15-400% or saved again as JPEG (quality 60-95), PNG or WEBP differ in 0-2 bits,
 # and the same photo cropped by a tenth in 12-16. Flat procedural drawings are the hard case:
@@ -41,6 +43,18 @@ DEFAULT_THRESHOLD = 0.95
 # in 8 or fewer, 0.3% in 10. On folders of 16 such drawings with 4 copies each, 10 merged two
 # drawings where 8 merged none and still found 96-100% of the copies.
 HASH_LIMIT = 8
+# How far apart two copies' 4x4 colour grids may be (the mean absolute difference of their 48
+# values, of 255), as measured (tests/test_dupes.py and tests/media/test_perceptual_hash.py
+# keep checking both ends). The pHash sees grey levels only: one outline at one place, filled
+# with one colour, on flat backgrounds of two colours, hashes 0-8 bits apart, and 40-60 apart
+# here. Copies of real photos resized to 15-400% or saved again as JPEG (quality 60-95), PNG
+# or WEBP differ by 0-1.3; of 4,320 copies of drawings resized to 50-200% and saved likewise,
+# by 2.5 at most (99% by 1.5); of drawings of any size shrunk to as little as a quarter and
+# saved down to quality 30, 99.9% by 4.9 at most, the worst (a 14-px thumbnail) by 8.6. Of 520
+# pairs of different drawings of one colour and shape within HASH_LIMIT, one differed by 4.8,
+# the next by 9.1, 95% by 28 or more. A grey version of a colour photo differs by 11-42: an
+# edit, not a copy.
+COLOUR_LIMIT = 6.0
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,7 @@ class Copy:
 
     path: str
     similarity: float  # the cosine of the two vectors; 1.0 for a file of the same content
-    hash_distance: int  # bits in which the perceptual hashes differ, 0..64
+    hash_distance: int  # bits in which the pHashes differ, 0..64
     bytes: int
 
 
@@ -79,7 +93,7 @@ class DupesReport:
     threshold: float
     loose: bool
     groups: list[DuplicateGroup] = field(default_factory=list)
-    hashed_now: int = 0  # photos the catalog had no perceptual hash for, hashed for this run
+    hashed_now: int = 0  # photos the catalog had no picture hash for, hashed for this run
     unreadable: list[str] = field(default_factory=list)  # candidates gone or no longer decoding
 
     @property
@@ -139,36 +153,40 @@ def _groups(
     return sorted(found, key=lambda group: (-len(group.members), group.keeper))
 
 
-def _one_picture(first: int, second: int) -> bool:
-    """Whether two perceptual hashes are close enough for copies of one picture."""
-    from clipcli.media.perceptual_hash import hash_distance
+def _one_picture(first: PictureHash, second: PictureHash) -> bool:
+    """Whether two picture hashes are close enough for copies of one picture: in grey levels
+    (pHash) and in colour."""
+    from clipcli.media.perceptual_hash import colour_difference, hash_distance
 
-    return hash_distance(first, second) <= HASH_LIMIT
+    return (
+        hash_distance(first.phash, second.phash) <= HASH_LIMIT
+        and colour_difference(first.colours, second.colours) <= COLOUR_LIMIT
+    )
 
 
 def _readable(
     found: dict[int, HashedEntry], report: DupesReport
-) -> tuple[dict[int, HashedEntry], dict[int, int]]:
-    """The entries whose files are still there, and the perceptual hash of each: the stored
+) -> tuple[dict[int, HashedEntry], dict[int, PictureHash]]:
+    """The entries whose files are still there, and the picture hash of each: the stored
     one, else one computed now from the file. Those gone or no longer decoding are reported."""
-    from clipcli.media.perceptual_hash import file_perceptual_hashes  # Pillow: decodes pictures
+    from clipcli.media.perceptual_hash import file_picture_hashes  # Pillow: decodes pictures
 
     present = [entry for entry in found.values() if os.path.isfile(entry.path)]
-    hashes = {entry.id: entry.phash for entry in present if entry.phash is not None}
-    unhashed = [entry for entry in present if entry.phash is None]
-    computed = file_perceptual_hashes([Path(entry.path) for entry in unhashed])
-    for entry, phash in zip(unhashed, computed, strict=True):
-        if phash is not None:
-            hashes[entry.id] = phash
+    hashes = {entry.id: entry.picture for entry in present if entry.picture is not None}
+    unhashed = [entry for entry in present if entry.picture is None]
+    computed = file_picture_hashes([Path(entry.path) for entry in unhashed])
+    for entry, picture in zip(unhashed, computed, strict=True):
+        if picture is not None:
+            hashes[entry.id] = picture
     report.hashed_now = len(computed) - computed.count(None)
     report.unreadable = sorted(entry.path for entry in found.values() if entry.id not in hashes)
     return {id_: found[id_] for id_ in hashes}, hashes
 
 
 def _group(
-    members: list[HashedEntry], hashes: dict[int, int], vectors: dict[int, Embeddings]
+    members: list[HashedEntry], hashes: dict[int, PictureHash], vectors: dict[int, Embeddings]
 ) -> DuplicateGroup:
-    """The keeper of a group, and the others with their cosine and hash distance to it."""
+    """The keeper of a group, and the others with their cosine and pHash distance to it."""
     from clipcli.media.perceptual_hash import hash_distance
 
     pixels = {entry.id: _pixels(entry.path) for entry in members}
@@ -182,7 +200,7 @@ def _group(
         else:
             cosine = float(vectors[keeper.id] @ vectors[entry.id])
             similarity = round(min(1.0, max(-1.0, cosine)), 6)
-            distance = hash_distance(hashes[keeper.id], hashes[entry.id])
+            distance = hash_distance(hashes[keeper.id].phash, hashes[entry.id].phash)
         copies.append(Copy(entry.path, similarity, distance, entry.size))
     copies.sort(key=lambda c: (-c.similarity, c.hash_distance, c.path))
     return DuplicateGroup(keeper.path, copies)

@@ -3,8 +3,8 @@
 A file is unchanged when its (size, mtime) match the catalog; otherwise its content hash decides:
 same hash → unchanged, new hash at a known path → re-encoded, a hash that vanished elsewhere → a
 move (the vector is kept), a hash already indexed → a copy (the vector is reused). A photo's
-perceptual hash (clipcli.media.perceptual_hash) goes with its vector: computed from the pixels
-the model is given, kept by a move, reused by a copy.
+picture hash (clipcli.media.perceptual_hash: its pHash and colour grid) goes with its vector:
+computed from the pixels the model is given, kept by a move, reused by a copy.
 """
 
 from __future__ import annotations
@@ -391,8 +391,8 @@ def _plan(
             plan.moves.append(Move(moved.id, file.path, file.size, file.mtime_ns))
         elif (vector := catalog.embedding_for_hash(sha)) is not None:
             dated = taken_at(file.path, file.mtime_ns)
-            phash = catalog.perceptual_hash_for(sha)
-            copy = NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated, phash)
+            picture = catalog.picture_hash_for(sha)
+            copy = NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated, picture)
             plan.copies.append(copy)
         else:
             plan.to_encode.append((file, sha))
@@ -444,13 +444,13 @@ def _encode(
     model = _load_for(encoder, len(work), progress)
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
-    for batch in embed_files(model, paths, batch_size, perceptual_hashes=True):
+    for batch in embed_files(model, paths, batch_size, picture_hashes=True):
         new = []
-        hashes = batch.phashes or []
-        for path, vector, phash in zip(batch.paths, batch.embeddings, hashes, strict=True):
+        pictures = batch.pictures or []
+        for path, vector, picture in zip(batch.paths, batch.embeddings, pictures, strict=True):
             file, sha = by_path[str(path)]
             dated = taken_at(file.path, file.mtime_ns)
-            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated, phash))
+            new.append(NewImage(file.path, file.size, file.mtime_ns, sha, vector, dated, picture))
         catalog.add(new)
         bad = [(by_path[str(f.path)][0], f.reason) for f in batch.failures]
         catalog.set_unreadable(
@@ -489,7 +489,7 @@ HASH_BATCH = 256
 
 
 def _hash_unhashed(catalog: Catalog, progress: ProgressReporter) -> None:
-    """Compute the perceptual hash of each photo the catalog has none for (a catalog made
+    """Compute the picture hash of each photo the catalog has none for (a catalog made
     before hashes were recorded, or repaired), decoding its file again, embedding nothing
     again. A file that no longer decodes (gone, damaged) keeps no hash: the next run tries it
     again.
@@ -497,7 +497,7 @@ def _hash_unhashed(catalog: Catalog, progress: ProgressReporter) -> None:
     Moves and touches keep a hash, as the content is the same; a file whose content changed
     is embedded again, and hashed then.
     """
-    from clipcli.media.perceptual_hash import file_perceptual_hashes  # Pillow: decodes pictures
+    from clipcli.media.perceptual_hash import file_picture_hashes  # Pillow: decodes pictures
 
     unhashed = catalog.unhashed()
     if not unhashed:
@@ -505,7 +505,7 @@ def _hash_unhashed(catalog: Catalog, progress: ProgressReporter) -> None:
     progress.phase("Hashing pictures", len(unhashed))
     for start in range(0, len(unhashed), HASH_BATCH):
         batch = unhashed[start : start + HASH_BATCH]
-        hashes = file_perceptual_hashes([Path(entry.path) for entry in batch])
+        hashes = file_picture_hashes([Path(entry.path) for entry in batch])
         found = [Hashed(e.id, h) for e, h in zip(batch, hashes, strict=True) if h is not None]
-        catalog.set_perceptual_hashes(found)
+        catalog.set_picture_hashes(found)
         progress.advance(len(batch))

@@ -78,6 +78,24 @@ def make_image(path: Path, colour: str | tuple[int, int, int] = "red", size=(64,
     return path
 
 
+def one_shape_on_backgrounds(
+    shape: str,
+    fill: tuple[int, int, int],
+    backgrounds: list[tuple[int, int, int]],
+    size: tuple[int, int] = (400, 300),
+    seed: int = 0,
+) -> list[Image.Image]:
+    """The same shape (one mask: same place, size and outline) filled with one colour, on a
+    flat background of each colour: different drawings that grey levels alone hardly tell."""
+    import numpy as np
+
+    from clipcli.shapes import shape_mask
+
+    mask = shape_mask(np.random.default_rng(seed), shape, *size)
+    shape_layer = Image.new("RGB", size, fill)
+    return [Image.composite(shape_layer, Image.new("RGB", size, bg), mask) for bg in backgrounds]
+
+
 def exif_photo(path: Path, when: str, colour: str = "orange") -> Path:
     """A JPEG whose camera recorded `when` ("YYYY:MM:DD HH:MM:SS") as DateTimeOriginal."""
     exif = Image.Exif()
@@ -286,8 +304,8 @@ def edit_cpu_record(spec, **figures: dict) -> None:
 
 # What each migration added, undone: the last one first.
 _UNDONE = (
-    # The perceptual hash of each photo's pixels.
-    ("ALTER TABLE images DROP COLUMN phash",),
+    # The hash of each photo's pixels: its pHash and colour grid.
+    ("ALTER TABLE images DROP COLUMN colours", "ALTER TABLE images DROP COLUMN phash"),
     # When each photo was taken, and its index; the roots.
     (
         "DROP INDEX images_taken_at",

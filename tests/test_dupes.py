@@ -1,6 +1,7 @@
 """Specification of `clipcli dupes`: groups of copies of one picture (resized, re-encoded, saved
 again) among an index's photos, with a keeper each, found by the vectors and confirmed by the
-pixels' perceptual hashes; `--loose` groups by the vectors alone. Nothing is deleted."""
+pixels' hashes (pHash and colour grid); `--loose` groups by the vectors alone. Nothing is
+deleted."""
 
 from __future__ import annotations
 
@@ -11,16 +12,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TEST_MODEL, as_of_the_previous_schema, snapshot, without_torch
+from conftest import (
+    TEST_MODEL,
+    as_of_the_previous_schema,
+    one_shape_on_backgrounds,
+    snapshot,
+    without_torch,
+)
 from PIL import Image
 
 from clipcli.dupes import HASH_LIMIT
-from clipcli.shapes import draw_shape
+from clipcli.shapes import COLOUR_RGB, draw_shape
 
 SHAPES_MODEL = ["--model", TEST_MODEL]  # the bundled trained weights
-# Two drawings of each colour and shape, a red star beside a red square: only the pixels
-# tell these drawings apart, for the model finds each pair of the same kind alike.
+# Drawings of a few colours and shapes, a red star beside a red square: only the pixels tell
+# two drawings of one kind apart, for the model finds them alike.
 KINDS = [("star", "red"), ("square", "red"), ("triangle", "blue"), ("cross", "green")]
+# Every shape of the world, circles and rings (never turned, so closer in grey levels) among them.
+EVERY_SHAPE = [*KINDS, ("circle", "blue"), ("ring", "red")]
+GREY, YELLOW_GREEN = (128, 128, 128), (154, 205, 50)
 
 
 def drawing(rng: np.random.Generator, shape: str, colour: str) -> Image.Image:
@@ -28,30 +38,41 @@ def drawing(rng: np.random.Generator, shape: str, colour: str) -> Image.Image:
     return draw_shape(rng, shape, colour, size=size)[0]
 
 
-def copies_folder(folder: Path, seed: int = 0, per_kind: int = 4) -> dict[str, str]:
-    """Drawings (PNG, or JPEG at quality 95) each with 4 copies: as a JPEG, at 3/5 the size,
-    as a WEBP, as a JPEG at quality 50. Returns each file's original."""
+def copies_folder(
+    folder: Path, seed: int = 0, per_kind: int = 4, kinds: list[tuple[str, str]] = KINDS
+) -> dict[str, str]:
+    """`per_kind` drawings of each kind, each with 4 copies (with_copies). Returns each file's
+    original."""
     rng = np.random.default_rng(seed)
+    drawings = {
+        f"{colour}-{shape}-{n}": drawing(rng, shape, colour)
+        for shape, colour in kinds
+        for n in range(per_kind)
+    }
+    return with_copies(folder, drawings)
+
+
+def with_copies(folder: Path, pictures: dict[str, Image.Image]) -> dict[str, str]:
+    """Each picture saved under its name (PNG and JPEG at quality 95 by turns), with 4 copies:
+    as a JPEG, at 3/5 the size, as a WEBP, as a JPEG at quality 50. Returns each file's
+    original."""
     folder.mkdir(parents=True, exist_ok=True)
     original_of: dict[str, str] = {}
-    for shape, colour in KINDS:
-        for n in range(per_kind):
-            image = drawing(rng, shape, colour)
-            stem = folder / f"{colour}-{shape}-{n}"
-            original = stem.with_suffix(".png" if n % 2 == 0 else ".jpg")
-            image.save(original, quality=95)
-            decoded = Image.open(original).convert("RGB")
-            small = image.resize((image.width * 3 // 5, image.height * 3 // 5), Image.LANCZOS)
-            copies = {
-                folder / f"{stem.name}-as.jpg": (decoded, {"quality": 85}),
-                folder / f"{stem.name}-small.png": (small, {}),
-                folder / f"{stem.name}.webp": (image, {"quality": 75}),
-                folder / f"{stem.name}-q50.jpg": (decoded, {"quality": 50}),
-            }
-            for path, (picture, options) in copies.items():
-                picture.save(path, **options)
-            for path in [original, *copies]:
-                original_of[str(path)] = str(original)
+    for n, (name, image) in enumerate(pictures.items()):
+        original = folder / f"{name}{'.png' if n % 2 == 0 else '.jpg'}"
+        image.save(original, quality=95)
+        decoded = Image.open(original).convert("RGB")
+        small = image.resize((image.width * 3 // 5, image.height * 3 // 5), Image.LANCZOS)
+        copies = {
+            folder / f"{name}-as.jpg": (decoded, {"quality": 85}),
+            folder / f"{name}-small.png": (small, {}),
+            folder / f"{name}.webp": (image, {"quality": 75}),
+            folder / f"{name}-q50.jpg": (decoded, {"quality": 50}),
+        }
+        for path, (picture, options) in copies.items():
+            picture.save(path, **options)
+        for path in [original, *copies]:
+            original_of[str(path)] = str(original)
     return original_of
 
 
@@ -90,7 +111,16 @@ def shapes_index(cli, index: Path):
 def test_resized_and_re_encoded_copies_are_found_and_different_drawings_never_grouped(
     cli, shapes_index, tmp_path: Path
 ) -> None:
-    original_of = copies_folder(tmp_path / "photos")
+    rng = np.random.default_rng(0)
+    drawings = {
+        f"{colour}-{shape}-{n}": drawing(rng, shape, colour)
+        for shape, colour in EVERY_SHAPE
+        for n in range(4)
+    }
+    for seed, (shape, colour) in enumerate(EVERY_SHAPE):  # and one outline on two backgrounds
+        twins = one_shape_on_backgrounds(shape, COLOUR_RGB[colour], [GREY, YELLOW_GREEN], seed=seed)
+        drawings |= {f"{colour}-{shape}-on-grey": twins[0], f"{colour}-{shape}-on-green": twins[1]}
+    original_of = with_copies(tmp_path / "photos", drawings)
     index = shapes_index(tmp_path / "photos")
 
     result, groups = cli.json("dupes", "--index", index)
@@ -108,6 +138,36 @@ def test_resized_and_re_encoded_copies_are_found_and_different_drawings_never_gr
     for group in groups:  # however close two drawings of one kind are, each group is one
         members = [group["keeper"], *(m["path"] for m in group["members"])]
         assert len({original_of[path] for path in members}) == 1
+
+
+@pytest.mark.parametrize("shape", ["circle", "ring"])
+def test_one_shape_at_one_place_on_two_backgrounds_is_two_pictures_each_with_its_copy(
+    cli, shapes_index, tmp_path: Path, shape: str
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    blue = (20, 40, 230)
+    on_grey, on_green = one_shape_on_backgrounds(shape, blue, [GREY, YELLOW_GREEN])
+    on_grey.save(folder / "on-grey.png")
+    on_grey.save(folder / "on-grey-again.jpg", quality=80)
+    on_green.save(folder / "on-green.png")
+    on_green.resize((300, 225), Image.LANCZOS).save(folder / "on-green-smaller.webp", quality=80)
+    index = shapes_index(folder)
+
+    _, loose = cli.json("dupes", "--index", index, "--loose")
+    result, groups = cli.json("dupes", "--index", index)
+
+    # The vectors and the grey levels take the two drawings for one picture...
+    assert len(loose) == 1 and len(loose[0]["members"]) == 3
+    assert all(m["similarity"] >= 0.95 for m in loose[0]["members"])
+    assert all(m["hash_distance"] <= HASH_LIMIT for m in loose[0]["members"])
+    # ...their colours tell them apart, and each keeps its own copy.
+    assert result.exit_code == 0, result.stderr
+    keepers = {group["keeper"]: [m["path"] for m in group["members"]] for group in groups}
+    assert keepers == {
+        str(folder / "on-grey.png"): [str(folder / "on-grey-again.jpg")],
+        str(folder / "on-green.png"): [str(folder / "on-green-smaller.webp")],
+    }
 
 
 def test_loose_groups_drawings_of_one_kind_that_the_hash_keeps_apart(

@@ -95,7 +95,7 @@ def test_a_catalog_made_before_dates_is_dated_on_the_next_run_without_embedding_
 
     assert (report["added"], report["updated"], report["moved"], report["removed"]) == (0, 0, 0, 0)
     assert (report["unchanged"], report["total"]) == (3, 3)
-    assert sorted(decoded) == sorted(vectors)  # once each, for its perceptual hash alone
+    assert sorted(decoded) == sorted(vectors)  # once each, for its picture hash alone
     assert {path: blob for path, (_, blob) in stored(index).items()} == vectors
     assert taken(index) == expected[1]
     db = sqlite3.connect(index / CATALOG_FILE)

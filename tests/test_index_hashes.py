@@ -1,6 +1,7 @@
-"""Specification of the perceptual hashes `clipcli index` records for `clipcli dupes`: computed
-from the pixels the model is given when a photo is embedded (one decode), kept while its content
-stays, reused by a copy, and computed for a catalog made before hashes without embedding again."""
+"""Specification of the picture hashes (pHash and colour grid) `clipcli index` records for
+`clipcli dupes`: computed from the pixels the model is given when a photo is embedded (one
+decode), kept while its content stays, reused by a copy, and computed for a catalog made before
+hashes without embedding again."""
 
 from __future__ import annotations
 
@@ -17,29 +18,32 @@ from PIL import Image
 from clipcli import index as index_module
 from clipcli.index import update_index
 from clipcli.media.decode import load_image
-from clipcli.media.perceptual_hash import file_perceptual_hash, perceptual_hash
+from clipcli.media.perceptual_hash import PictureHash, file_picture_hash, picture_hash
 from clipcli.shapes import draw_shape
 from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION
 
 MODEL_SIZE = 64  # the input size of the bundled architecture: indexing decodes for it
 
 
-def stored(index: Path) -> dict[str, tuple[int | None, bytes]]:
-    """path -> (phash, embedding blob), as on disk."""
+def stored(index: Path) -> dict[str, tuple[PictureHash | None, bytes]]:
+    """path -> (picture hash, embedding blob), as on disk: None where both of its columns are."""
     db = sqlite3.connect(index / CATALOG_FILE)
     try:
-        rows = db.execute("SELECT path, phash, embedding FROM images")
-        return {path: (phash, blob) for path, phash, blob in rows}
+        rows = db.execute("SELECT path, phash, colours, embedding FROM images")
+        return {
+            path: (None if (phash, colours) == (None, None) else PictureHash(phash, colours), blob)
+            for path, phash, colours, blob in rows
+        }
     finally:
         db.close()
 
 
-def hashes(index: Path) -> dict[str, int | None]:
-    return {path: phash for path, (phash, _) in stored(index).items()}
+def hashes(index: Path) -> dict[str, PictureHash | None]:
+    return {path: picture for path, (picture, _) in stored(index).items()}
 
 
-def as_indexing_hashes(path: Path) -> int:
-    return perceptual_hash(load_image(path, min_size=MODEL_SIZE))
+def as_indexing_hashes(path: Path) -> PictureHash:
+    return picture_hash(load_image(path, min_size=MODEL_SIZE))
 
 
 @pytest.fixture
@@ -124,7 +128,7 @@ def test_a_catalog_made_before_hashes_is_hashed_on_the_next_run_without_embeddin
     assert progress.seen["Hashing pictures"] == [3, 3]
     assert sorted(decoded) == sorted(vectors)  # once each, for its hash alone
     assert {path: blob for path, (_, blob) in stored(index).items()} == vectors
-    assert hashes(index) == {path: file_perceptual_hash(Path(path)) for path in vectors}
+    assert hashes(index) == {path: file_picture_hash(Path(path)) for path in vectors}
     db = sqlite3.connect(index / CATALOG_FILE)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     db.close()
@@ -141,16 +145,16 @@ def test_hashes_are_committed_a_batch_at_a_time_so_a_killed_run_keeps_them(
     monkeypatch.setattr(index_module, "HASH_BATCH", 2)
     from clipcli.media import perceptual_hash as hashing
 
-    real = hashing.file_perceptual_hashes
+    real = hashing.file_picture_hashes
     batches: list[int] = []
 
-    def killed_on_the_second_batch(paths: list[Path]) -> list[int | None]:
+    def killed_on_the_second_batch(paths: list[Path]) -> list[PictureHash | None]:
         batches.append(len(paths))
         if len(batches) == 2:
             raise KeyboardInterrupt
         return real(paths)
 
-    monkeypatch.setattr(hashing, "file_perceptual_hashes", killed_on_the_second_batch)
+    monkeypatch.setattr(hashing, "file_picture_hashes", killed_on_the_second_batch)
 
     with pytest.raises(KeyboardInterrupt):
         update_index([drawings], index, model=None)
@@ -174,21 +178,21 @@ def test_a_photo_that_no_longer_decodes_keeps_no_hash_and_the_run_goes_on(
 
     found = hashes(index)
     assert found[str(star)] is None
-    assert all(phash is not None for path, phash in found.items() if path != str(star))
+    assert all(picture is not None for path, picture in found.items() if path != str(star))
 
 
-def test_an_image_saved_again_smaller_hashes_within_the_limit_of_the_original(
+def test_an_image_saved_again_smaller_hashes_within_the_limits_of_the_original(
     run_index, drawings: Path, index: Path
 ) -> None:
-    from clipcli.dupes import HASH_LIMIT
-    from clipcli.media.perceptual_hash import hash_distance
+    from clipcli.dupes import COLOUR_LIMIT, HASH_LIMIT
+    from clipcli.media.perceptual_hash import colour_difference, hash_distance
 
     star = Image.open(drawings / "star.png")
     star.resize((150, 100), Image.LANCZOS).save(drawings / "star-small.jpg", quality=80)
     run_index(drawings)
 
     found = hashes(index)
-    distance = hash_distance(
-        found[str(drawings / "star.png")], found[str(drawings / "star-small.jpg")]
-    )
-    assert distance <= HASH_LIMIT
+    original, copy = found[str(drawings / "star.png")], found[str(drawings / "star-small.jpg")]
+    assert original is not None and copy is not None
+    assert hash_distance(original.phash, copy.phash) <= HASH_LIMIT
+    assert colour_difference(original.colours, copy.colours) < 1 < COLOUR_LIMIT

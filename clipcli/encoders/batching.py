@@ -1,8 +1,9 @@
 """From image files to embedded batches.
 
 Decoding runs ahead of the encoder in threads, bounded in memory, and a file that cannot be
-decoded is reported with its reason instead of stopping the run. The perceptual hash of each
-picture, when asked for, comes from the same decoded pixels: a file is decoded once.
+decoded is reported with its reason instead of stopping the run. The picture hash of each
+(pHash and colour grid), when asked for, comes from the same decoded pixels: a file is
+decoded once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from clipcli.vectors import Embeddings
 
 if TYPE_CHECKING:
     from clipcli.media.decode import ImageDecodeError
+    from clipcli.media.perceptual_hash import PictureHash
 
 
 # Decoded, preprocessed pixels waiting for the model, at most (one batch always may).
@@ -31,13 +33,13 @@ AHEAD_BYTES = 256 * 2**20
 @dataclass
 class EmbeddedBatch:
     """One batch: embeddings of the files that decoded, reasons for those that did not, and,
-    when asked for, the perceptual hash of each file that decoded (clipcli.media.perceptual_hash;
+    when asked for, the picture hash of each file that decoded (clipcli.media.perceptual_hash;
     else None)."""
 
     paths: list[Path]
     embeddings: Embeddings
     failures: list[ImageDecodeError]
-    phashes: list[int] | None = None
+    pictures: list[PictureHash] | None = None
 
 
 def embed_files(
@@ -46,24 +48,24 @@ def embed_files(
     batch_size: int,
     workers: int | None = None,
     *,
-    perceptual_hashes: bool = False,
+    picture_hashes: bool = False,
 ) -> Iterator[EmbeddedBatch]:
     """Decode and preprocess in threads while the model encodes the previous batch; with
-    `perceptual_hashes`, hash each decoded picture there too."""
+    `picture_hashes`, hash each decoded picture there too."""
     # Pillow, imported here: not for text searches
     from clipcli.media.decode import ImageDecodeError, load_image
-    from clipcli.media.perceptual_hash import perceptual_hash
+    from clipcli.media.perceptual_hash import picture_hash
 
     workers = workers or min(4, os.cpu_count() or 1)
 
-    def prepare(path: Path) -> tuple[Any, int | None] | ImageDecodeError:
+    def prepare(path: Path) -> tuple[Any, PictureHash | None] | ImageDecodeError:
         try:
             image = load_image(path, min_size=encoder.input_size)
         except ImageDecodeError as exc:
             return exc
-        # A hash costs 1 ms for a photo decoded at a reduced scale, 40 ms for an 8-MP PNG:
+        # A hash costs 1 ms for a photo decoded at a reduced scale, 60 ms for an 8-MP PNG:
         # only for those who keep it.
-        return encoder.preprocess(image), perceptual_hash(image) if perceptual_hashes else None
+        return encoder.preprocess(image), picture_hash(image) if picture_hashes else None
 
     batches = [list(paths[i : i + batch_size]) for i in range(0, len(paths), batch_size)]
     width = 0  # the embedding size, once a batch has shown it
@@ -103,7 +105,7 @@ def embed_files(
                 width = embeddings.shape[1]
             else:
                 embeddings = no_rows()
-            hashes = [h for _, (_, h) in good if h is not None] if perceptual_hashes else None
+            hashes = [h for _, (_, h) in good if h is not None] if picture_hashes else None
             yield EmbeddedBatch([p for p, _ in good], embeddings, failures, hashes)
 
 

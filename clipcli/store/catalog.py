@@ -44,6 +44,7 @@ from clipcli.store.catalog_schema import DATED_SCHEMA, MIGRATIONS, SCHEMA_VERSIO
 from clipcli.vectors import from_blob, to_blob
 
 if TYPE_CHECKING:
+    from clipcli.media.perceptual_hash import PictureHash
     from clipcli.vectors import Embeddings
 
 CATALOG_FILE = "catalog.sqlite3"
@@ -363,7 +364,7 @@ class Catalog:
 
     @_reported
     def entries_for(self, ids: Sequence[int]) -> dict[int, HashedEntry]:
-        """The entries of these ids, with their perceptual hashes, by id."""
+        """The entries of these ids, with their picture hashes, by id."""
         return catalog_hashes.entries_for(self._db, self.schema_version, ids)
 
     @_reported
@@ -373,12 +374,12 @@ class Catalog:
 
     @_reported
     def unhashed(self) -> list[Unhashed]:
-        """Entries whose perceptual hash was never computed (added before hashes were)."""
+        """Entries whose picture hash was never computed (added before hashes were)."""
         return catalog_hashes.unhashed(self._db, self.schema_version)
 
     @_reported
-    def perceptual_hash_for(self, sha256: str) -> int | None:
-        """The perceptual hash of a photo with this content already indexed, if it has one."""
+    def picture_hash_for(self, sha256: str) -> PictureHash | None:
+        """The picture hash of a photo with this content already indexed, if it has one."""
         return catalog_hashes.hash_for_content(self._db, sha256)
 
     @_reported
@@ -410,17 +411,18 @@ class Catalog:
                 to_blob(i.embedding),
                 now,
                 i.taken_at,
-                i.phash,
+                *catalog_hashes.picture_columns(i.picture),
             )
             for i in images
         ]
         self._write_images(
-            "INSERT INTO images"
-            " (path, size, mtime_ns, sha256, embedding, indexed_at, taken_at, phash, changed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+            "INSERT INTO images (path, size, mtime_ns, sha256, embedding, indexed_at, taken_at,"
+            " phash, colours, changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (path) DO UPDATE SET"
             " size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = excluded.sha256,"
             " embedding = excluded.embedding, indexed_at = excluded.indexed_at,"
-            " taken_at = excluded.taken_at, phash = excluded.phash, changed = excluded.changed",
+            " taken_at = excluded.taken_at, phash = excluded.phash, colours = excluded.colours,"
+            " changed = excluded.changed",
             rows,
         )
 
@@ -441,13 +443,14 @@ class Catalog:
                 i.embedding,
                 i.indexed_at,
                 i.taken_at,
+                *catalog_hashes.picture_columns(i.picture),
             )
             for i in images
         ]
         self._write_images(
-            "INSERT OR IGNORE INTO images"
-            " (id, path, size, mtime_ns, sha256, embedding, indexed_at, taken_at, changed)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO images (id, path, size, mtime_ns, sha256, embedding,"
+            " indexed_at, taken_at, phash, colours, changed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -474,8 +477,8 @@ class Catalog:
             )
 
     @_reported
-    def set_perceptual_hashes(self, hashes: Sequence[Hashed]) -> None:
-        """Record the perceptual hashes of entries' pixels, in one transaction. Not a new
+    def set_picture_hashes(self, hashes: Sequence[Hashed]) -> None:
+        """Record the picture hashes of entries' pixels, in one transaction. Not a new
         generation: the FAISS index holds no hashes."""
         if not hashes:
             return

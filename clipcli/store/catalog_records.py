@@ -1,5 +1,5 @@
 """What the catalog stores and hands back, as records (a file's entry, a new image, the model,
-a move, an unreadable file, a date, a perceptual hash), and how a path is stored: as text when
+a move, an unreadable file, a date, a picture's hash), and how a path is stored: as text when
 it is UTF-8, else as the bytes the file system holds."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from clipcli.media.perceptual_hash import PictureHash
     from clipcli.vectors import Embeddings
 
 
@@ -25,10 +26,10 @@ class CatalogEntry:
 
 @dataclass(frozen=True)
 class HashedEntry(CatalogEntry):
-    """An entry with the perceptual hash of its pixels (clipcli.media.perceptual_hash); None
-    until an index run computes it (a catalog made before hashes were recorded)."""
+    """An entry with the hash of its pixels (clipcli.media.perceptual_hash: pHash and colour
+    grid); None until an index run computes it (a catalog made before hashes were recorded)."""
 
-    phash: int | None
+    picture: PictureHash | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class StoredImage:
     embedding: bytes
     indexed_at: float
     taken_at: float | None = None  # None: not read yet (or the catalog predates dates)
+    picture: PictureHash | None = None  # None: not computed yet (or the catalog predates hashes)
 
 
 class RecordedModel(NamedTuple):
@@ -89,7 +91,8 @@ class Touch(NamedTuple):
 @dataclass(frozen=True)
 class NewImage:
     """A file to add, with its embedding, when it was taken (clipcli.media.taken) and the
-    perceptual hash of its pixels; None leaves either for the next index run to read."""
+    hash of its pixels (pHash and colour grid); None leaves either for the next index run to
+    read."""
 
     path: str
     size: int
@@ -97,7 +100,7 @@ class NewImage:
     sha256: str
     embedding: Embeddings
     taken_at: float | None = None
-    phash: int | None = None
+    picture: PictureHash | None = None
 
 
 class Undated(NamedTuple):
@@ -116,17 +119,17 @@ class Dated(NamedTuple):
 
 
 class Unhashed(NamedTuple):
-    """An entry whose perceptual hash was never computed: a catalog made before hashes were."""
+    """An entry whose picture hash was never computed: a catalog made before hashes were."""
 
     id: int
     path: str
 
 
 class Hashed(NamedTuple):
-    """The perceptual hash of an entry's pixels."""
+    """The hash of an entry's pixels: pHash and colour grid."""
 
     id: int
-    phash: int
+    picture: PictureHash
 
 
 def path_value(path: str) -> str | bytes:

@@ -34,8 +34,9 @@ import numpy as np
 from clipcli.errors import ClipcliError
 from clipcli.progress import ProgressReporter
 from clipcli.store.catalog import CATALOG_FILE, SCHEMA_VERSION, Catalog, unusable
+from clipcli.store.catalog_hashes import stored_picture
 from clipcli.store.catalog_records import StoredImage, UnreadableFile, path_from
-from clipcli.store.catalog_schema import DATED_SCHEMA
+from clipcli.store.catalog_schema import DATED_SCHEMA, HASHED_SCHEMA
 
 BUILD_PREFIX = ".catalog-repair-"
 DAMAGED_INFIX = ".damaged-"
@@ -45,6 +46,7 @@ LAST_ROWID = 2**63 - 1
 PATH_INDEX = "sqlite_autoindex_images_1"  # of `path UNIQUE`, since the first schema
 IMAGE_COLUMNS = "id, path, size, mtime_ns, sha256, embedding, indexed_at"
 DATED_COLUMNS = f"{IMAGE_COLUMNS}, taken_at"  # from DATED_SCHEMA on
+HASHED_COLUMNS = f"{DATED_COLUMNS}, phash, colours"  # from HASHED_SCHEMA on
 UNREADABLE_COLUMNS = "rowid, path, size, mtime_ns, reason"
 # Stored vectors are unit length (the encoders normalise them); bf16 ones within a fraction
 # of a percent. Noise read through a damaged overflow page is not.
@@ -358,14 +360,16 @@ def _image_columns(db: sqlite3.Connection, version: int) -> str:
     except sqlite3.DatabaseError:
         names = set()
     dated = "taken_at" in names if names else version >= DATED_SCHEMA
-    return DATED_COLUMNS if dated else IMAGE_COLUMNS
+    hashed = {"phash", "colours"} <= names if names else version >= HASHED_SCHEMA
+    return HASHED_COLUMNS if dated and hashed else DATED_COLUMNS if dated else IMAGE_COLUMNS
 
 
 def _sound_image(row: tuple) -> StoredImage | None:
-    """The row as an image, if every value has the type and shape clipcli writes; a date
-    that is not a number is dropped (the next index run reads it again), not the photo."""
+    """The row as an image, if every value has the type and shape clipcli writes; a date or
+    picture hash that is not is dropped (the next index run reads it again), not the photo."""
     id_, path, size, mtime_ns, sha256, embedding, indexed_at = row[:7]
     taken_at = row[7] if len(row) > 7 and isinstance(row[7], (int, float)) else None
+    picture = stored_picture(*row[8:10]) if len(row) > 9 else None
     if not (
         _readable_path(path) is not None
         and isinstance(size, int)
@@ -386,6 +390,7 @@ def _sound_image(row: tuple) -> StoredImage | None:
         embedding,
         float(indexed_at),
         None if taken_at is None else float(taken_at),
+        picture,
     )
 
 

@@ -54,18 +54,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX images_taken_at ON images (taken_at);
     CREATE TABLE roots (path PRIMARY KEY NOT NULL, excludes TEXT NOT NULL DEFAULT '[]');
     """,
-    # The perceptual hash of each photo's pixels (clipcli.media.perceptual_hash, as a signed
-    # 64-bit integer), which tells copies of one picture from two pictures of one subject that
-    # CLIP finds as close; NULL until an index run computes it.
+    # The hash of each photo's pixels (clipcli.media.perceptual_hash), which tells copies of
+    # one picture from two pictures of one subject that CLIP finds as close: its pHash, as a
+    # signed 64-bit integer, and its 4x4 colour grid, 48 bytes (grey levels alone take two
+    # drawings of one shape on backgrounds of different colours for one). Both NULL until an
+    # index run computes them.
     """
     ALTER TABLE images ADD COLUMN phash INTEGER;
+    ALTER TABLE images ADD COLUMN colours BLOB;
     """,
 )
 
 
 SCHEMA_VERSION = len(MIGRATIONS)
 DATED_SCHEMA = 6  # the first schema whose images have taken_at, and that has roots
-HASHED_SCHEMA = 7  # the first whose images have a perceptual hash
+HASHED_SCHEMA = 7  # the first whose images have a picture hash (pHash and colour grid)
 
 
 def statements(script: str) -> list[str]:

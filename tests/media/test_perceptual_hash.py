@@ -1,5 +1,6 @@
-"""The perceptual hash: imagehash's phash bit for bit, in numpy alone; close for copies of one
-photo however they were resized or re-encoded, far for different photos."""
+"""The picture hash: a pHash, imagehash's phash bit for bit in numpy alone, and a 4x4 grid of
+the picture's colours; both close for copies of one photo however they were resized or
+re-encoded, and one of them far for different pictures, even where grey levels agree."""
 
 from __future__ import annotations
 
@@ -8,15 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_shape_on_backgrounds
 from PIL import Image
 
+from clipcli.dupes import COLOUR_LIMIT, HASH_LIMIT
 from clipcli.media.decode import load_image
 from clipcli.media.perceptual_hash import (
+    COLOUR_BYTES,
     DECODE_SIZE,
-    file_perceptual_hash,
-    file_perceptual_hashes,
+    PictureHash,
+    colour_difference,
+    colour_grid,
+    file_picture_hash,
+    file_picture_hashes,
     hash_distance,
     perceptual_hash,
+    picture_hash,
 )
 from clipcli.shapes import draw_shape
 
@@ -77,23 +85,29 @@ def test_the_distance_counts_the_bits_that_differ_sign_bit_included() -> None:
     assert hash_distance(-(2**63), 0) == 1
 
 
+def photo_copies(image: Image.Image, folder: Path) -> list[Path]:
+    """Copies of a photo resized to 1/7-4 times its size, or saved again as JPEG (quality
+    60-95), PNG or WEBP."""
+    width, height = image.size
+    return [
+        saved(image, folder / "q60.jpg", quality=60),
+        saved(image, folder / "q95.jpg", quality=95),
+        saved(image, folder / "copy.png"),
+        saved(image, folder / "copy.webp", quality=80),
+        saved(image.resize((width // 2, height // 2), Image.LANCZOS), folder / "half.jpg"),
+        saved(image.resize((width // 7, height // 7), Image.LANCZOS), folder / "tiny.png"),
+        saved(image.resize((width * 4, height * 4), Image.LANCZOS), folder / "big.jpg"),
+    ]
+
+
 @pytest.mark.parametrize("name", PHOTOS)
 def test_resized_and_re_encoded_copies_of_a_photo_differ_in_at_most_2_bits(
     name: str, tmp_path: Path
 ) -> None:
     image = photo(name).convert("RGB")
     original = perceptual_hash(image)
-    width, height = image.size
-    copies = [
-        saved(image, tmp_path / "q60.jpg", quality=60),
-        saved(image, tmp_path / "q95.jpg", quality=95),
-        saved(image, tmp_path / "copy.png"),
-        saved(image, tmp_path / "copy.webp", quality=80),
-        saved(image.resize((width // 2, height // 2), Image.LANCZOS), tmp_path / "half.jpg"),
-        saved(image.resize((width // 7, height // 7), Image.LANCZOS), tmp_path / "tiny.png"),
-        saved(image.resize((width * 4, height * 4), Image.LANCZOS), tmp_path / "big.jpg"),
-    ]
-    assert max(hash_distance(original, file_perceptual_hash(path)) for path in copies) <= 2
+    copies = photo_copies(image, tmp_path)
+    assert max(hash_distance(original, file_picture_hash(path).phash) for path in copies) <= 2
 
 
 def test_a_jpeg_decoded_at_a_reduced_scale_hashes_as_decoded_in_full(tmp_path: Path) -> None:
@@ -130,6 +144,95 @@ def test_files_that_do_not_decode_have_no_hash(tmp_path: Path) -> None:
     photo("coffee").save(buffer, format="PNG")
     broken.write_bytes(buffer.getvalue()[:200])
 
-    hashes = file_perceptual_hashes([good, empty, tmp_path / "gone.jpg", broken])
+    hashes = file_picture_hashes([good, empty, tmp_path / "gone.jpg", broken])
 
-    assert hashes == [perceptual_hash(load_image(good, min_size=DECODE_SIZE)), None, None, None]
+    assert hashes == [picture_hash(load_image(good, min_size=DECODE_SIZE)), None, None, None]
+
+
+# --- the colour grid ------------------------------------------------------------------------------
+
+
+def test_the_colour_grid_is_the_mean_red_green_and_blue_of_each_of_4x4_cells_row_by_row() -> None:
+    cells = np.random.default_rng(0).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    image = Image.fromarray(np.kron(cells, np.ones((5, 3, 1), dtype=np.uint8)))  # 12x20 px
+    image.putpixel((0, 0), (0, 0, 0))  # one pixel of the 15 in the top left cell
+    image.putpixel((1, 0), (30, 30, 30))
+
+    grid = colour_grid(image)
+
+    expected = cells.astype(np.float64)
+    expected[0, 0] = (13 * expected[0, 0] + 30) / 15
+    assert len(grid) == COLOUR_BYTES == 48
+    assert np.abs(np.frombuffer(grid, dtype=np.uint8) - expected.ravel()).max() <= 0.5
+
+
+def test_the_grid_of_a_grey_image_has_its_grey_in_each_channel() -> None:
+    assert colour_grid(Image.new("L", (30, 17), 77)) == bytes([77] * 48)
+
+
+def test_the_colour_difference_is_the_mean_absolute_difference_of_the_48_values() -> None:
+    black, white = bytes(48), bytes([255] * 48)
+    one_cell_redder = bytes([48, *[0] * 47])
+    assert colour_difference(black, white) == colour_difference(white, black) == 255.0
+    assert colour_difference(black, one_cell_redder) == 1.0
+    assert colour_difference(white, white) == 0.0
+
+
+def test_a_picture_hash_is_the_phash_and_colour_grid_of_one_decoded_image() -> None:
+    image = photo("coffee")
+    assert picture_hash(image) == PictureHash(perceptual_hash(image), colour_grid(image))
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_resized_and_re_encoded_copies_of_a_photo_differ_in_colour_by_under_2_levels(
+    name: str, tmp_path: Path
+) -> None:
+    image = photo(name).convert("RGB")
+    original = colour_grid(image)
+    copies = photo_copies(image, tmp_path)
+    differences = [colour_difference(original, file_picture_hash(p).colours) for p in copies]
+    assert max(differences) < 2 < COLOUR_LIMIT  # 0.0-1.3 measured: the 1/7 size the most
+
+
+def test_resized_and_re_encoded_copies_of_drawings_differ_in_colour_by_under_3_levels(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(11)
+    differences = []
+    for n in range(24):
+        image = draw_shape(rng, size=(int(rng.integers(160, 640)), int(rng.integers(160, 640))))[0]
+        scale = float(np.exp(rng.uniform(np.log(0.5), np.log(2))))
+        resized = image.resize((int(image.width * scale), int(image.height * scale)), Image.LANCZOS)
+        suffix, options = [(".jpg", {"quality": 60}), (".webp", {"quality": 60}), (".png", {})][
+            n % 3
+        ]
+        copy = saved(resized, tmp_path / f"{n}{suffix}", **options)
+        differences.append(colour_difference(colour_grid(image), file_picture_hash(copy).colours))
+    assert max(differences) < 3 < COLOUR_LIMIT
+
+
+def test_different_photos_differ_in_colour_by_25_levels_or_more() -> None:
+    grids = [colour_grid(photo(name)) for name in PHOTOS]
+    differences = [colour_difference(a, b) for i, a in enumerate(grids) for b in grids[i + 1 :]]
+    assert min(differences) >= 25
+
+
+def test_a_grey_version_of_a_colour_photo_is_an_edit_not_a_copy() -> None:
+    for name in PHOTOS:
+        image = photo(name).convert("RGB")
+        assert colour_difference(colour_grid(image), colour_grid(image.convert("L"))) > COLOUR_LIMIT
+
+
+@pytest.mark.parametrize("shape", ["circle", "ring", "square", "star"])
+def test_one_shape_on_two_backgrounds_is_one_picture_in_grey_levels_but_far_apart_in_colour(
+    shape: str,
+) -> None:
+    blue = (20, 40, 230)
+    on_grey, on_yellow_green = one_shape_on_backgrounds(
+        shape, blue, [(128, 128, 128), (154, 205, 50)]
+    )
+
+    first, second = picture_hash(on_grey), picture_hash(on_yellow_green)
+
+    assert hash_distance(first.phash, second.phash) <= HASH_LIMIT
+    assert colour_difference(first.colours, second.colours) > 4 * COLOUR_LIMIT

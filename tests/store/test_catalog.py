@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import as_of_the_schema_before_dates
+from conftest import as_of_the_previous_schema, as_of_the_schema_before_dates
 
 from clipcli.errors import ClipcliError
+from clipcli.media.perceptual_hash import PictureHash
 from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog
-from clipcli.store.catalog_records import NewImage
+from clipcli.store.catalog_records import Hashed, NewImage
 from clipcli.vectors import from_blob, to_blob
 
 DIM = 8
@@ -443,6 +444,89 @@ def test_recording_dates_is_not_a_new_generation(catalog: Catalog) -> None:
 
     assert catalog.generation == generation  # the FAISS index holds no dates: it stays valid
     assert catalog.undated() == []
+
+
+def picture_columns(folder: Path) -> dict[str, tuple[int | None, bytes | None]]:
+    with raw(folder) as db:
+        return {
+            path: (phash, colours)
+            for path, phash, colours in db.execute("SELECT path, phash, colours FROM images")
+        }
+
+
+def test_a_picture_hash_is_stored_as_a_signed_integer_and_48_bytes_and_found_by_content(
+    folder: Path, catalog: Catalog
+) -> None:
+    picture = PictureHash(-(2**63) + 5, bytes(range(48)))
+    catalog.add(
+        [
+            NewImage("/photos/a.png", 1, 1, "aaa", vector(1), None, picture),
+            NewImage("/photos/b.png", 1, 1, "bbb", vector(2)),  # for the index run to hash
+        ]
+    )
+    ids = {path: entry.id for path, entry in catalog.entries().items()}
+
+    assert picture_columns(folder) == {
+        "/photos/a.png": (picture.phash, picture.colours),
+        "/photos/b.png": (None, None),
+    }
+    found = catalog.entries_for(list(ids.values()))
+    assert (found[ids["/photos/a.png"]].picture, found[ids["/photos/b.png"]].picture) == (
+        picture,
+        None,
+    )
+    assert (catalog.picture_hash_for("aaa"), catalog.picture_hash_for("bbb")) == (picture, None)
+    assert [entry.path for entry in catalog.unhashed()] == ["/photos/b.png"]
+
+
+def test_picture_hashes_recorded_later_are_kept_through_moves_and_not_a_new_generation(
+    folder: Path, catalog: Catalog
+) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa")])
+    id_ = catalog.entries()["/photos/a.png"].id
+    generation = catalog.generation
+    picture = PictureHash(12345, bytes([7] * 48))
+
+    catalog.set_picture_hashes([Hashed(id_, picture)])
+    catalog.move([(id_, "/photos/b.png", 1, 2)])
+    catalog.touch([(id_, 3, 4)])
+
+    assert catalog.entries_for([id_])[id_].picture == picture
+    assert catalog.unhashed() == []
+    assert catalog.generation == generation + 1  # the move's alone: the FAISS index holds no hashes
+
+
+def test_a_colour_grid_of_another_length_reads_as_no_picture_hash(
+    folder: Path, catalog: Catalog
+) -> None:
+    catalog.add([new_image("/photos/a.png", "aaa")])
+    id_ = catalog.entries()["/photos/a.png"].id
+    with raw(folder) as db:
+        db.execute("UPDATE images SET phash = 1, colours = ? WHERE id = ?", (bytes(47), id_))
+
+    assert catalog.entries_for([id_])[id_].picture is None
+    assert catalog.picture_hash_for("aaa") is None
+
+
+def test_a_catalog_of_the_schema_before_picture_hashes_is_upgraded_with_its_photos_unhashed(
+    folder: Path,
+) -> None:
+    with Catalog(folder) as catalog:
+        catalog.add([new_image("/photos/a.png", "aaa", 1), new_image("/photos/b.png", "bbb", 2)])
+    as_of_the_previous_schema(folder)
+    before = stored_rows(folder)
+
+    with Catalog(folder) as catalog:
+        unhashed = catalog.unhashed()
+        assert sorted(entry.path for entry in unhashed) == ["/photos/a.png", "/photos/b.png"]
+        catalog.set_picture_hashes([Hashed(unhashed[0].id, PictureHash(1, bytes(48)))])
+
+    assert user_version(folder) == SCHEMA_VERSION
+    assert stored_rows(folder) == before
+    assert picture_columns(folder) == {
+        unhashed[0].path: (1, bytes(48)),
+        unhashed[1].path: (None, None),
+    }
 
 
 def test_remove_forgets_entries_and_their_vectors(catalog: Catalog) -> None:

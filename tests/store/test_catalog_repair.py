@@ -18,10 +18,11 @@ import pytest
 from conftest import as_of_the_schema_before_dates, snapshot
 
 from clipcli.errors import ClipcliError
+from clipcli.media.perceptual_hash import PictureHash
 from clipcli.progress import NoProgress
 from clipcli.store import catalog_repair
 from clipcli.store.catalog import CATALOG_FILE, MIGRATIONS, SCHEMA_VERSION, Catalog
-from clipcli.store.catalog_records import NewImage, StoredImage
+from clipcli.store.catalog_records import Hashed, NewImage, StoredImage
 from clipcli.vectors import to_blob
 
 PAGE = 4096
@@ -312,6 +313,42 @@ def test_a_repair_keeps_when_each_photo_was_taken(tmp_path: Path) -> None:
     expected = {photo(i): 1_600_000_001.0 + i for i in range(PHOTOS) if i != 17}
     expected[photo(4)] = expected[photo(5)] = None  # ids 5 and 6: the photos stay, undated
     assert dates(folder) == expected
+
+
+def pictures(folder: Path) -> dict[str, tuple[int | None, bytes | None]]:
+    db = raw(folder)
+    try:
+        rows = db.execute("SELECT path, phash, colours FROM images")
+        return {path: (phash, colours) for path, phash, colours in rows}
+    finally:
+        db.close()
+
+
+def test_a_repair_keeps_the_picture_hash_of_each_photo(tmp_path: Path) -> None:
+    folder = tmp_path / "index"
+    filled(folder)
+    with Catalog(folder) as catalog:
+        catalog.set_picture_hashes(
+            [
+                Hashed(id_, PictureHash(id_ - 2**63, bytes([id_]) * 48))
+                for id_ in catalog.ids().tolist()
+            ]
+        )
+    db = raw(folder)
+    with db:
+        db.execute("UPDATE images SET phash = NULL, colours = NULL WHERE id = 5")  # not yet
+        db.execute("UPDATE images SET colours = x'0102' WHERE id = 6")  # never written
+    db.close()
+    damage(folder, page_of(folder, "images", leaf_holding=17))
+
+    report = repaired(folder)
+
+    assert (report.kept, report.lost_paths) == (PHOTOS - 1, [photo(17)])
+    expected = {photo(i): (i + 1 - 2**63, bytes([i + 1]) * 48) for i in range(PHOTOS) if i != 17}
+    expected[photo(4)] = expected[photo(5)] = (None, None)  # ids 5 and 6: for the index run
+    assert pictures(folder) == expected
+    with Catalog(folder) as catalog:
+        assert [entry.id for entry in catalog.unhashed()] == [5, 6]
 
 
 def test_a_damaged_catalog_of_the_schema_before_dates_is_repaired_with_its_photos_undated(
