@@ -39,14 +39,15 @@ test-avx2: install
 	qemu-x86_64 -cpu $(QEMU_CPU) $(PY) -m pytest -q -p no:cacheprovider -m backends
 
 # The HTML pages as a browser draws them: headless Chromium screenshots a page of photos and the
-# test finds every thumbnail on it (make test runs it too, where a Chromium is installed).
+# test finds every thumbnail on it; and the page of `clipcli serve`, driven through the DevTools
+# protocol against a real server (make test runs both too, where a Chromium is installed).
 # Debian's chromium is installed when missing.
 test-browser: install
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get install -y -qq chromium >/dev/null || \
 		{ $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }; }
-	$(PY) -m pytest -q -m browser tests/views
+	$(PY) -m pytest -q -m browser tests/views tests/web
 
 lint: install
 	$(VENV)/bin/lint-imports --no-cache
@@ -94,6 +95,7 @@ demo: install
 	$(CLIPCLI) sort $(DEMO)/photos --thresholds $(DEMO)/thresholds.json --into $(DEMO)/sorted
 	@printf '\n== clipcli dupes (the resized copies in $(DEMO)/photos/copies)\n'
 	$(CLIPCLI) dupes --index $(DEMO)/index --html $(DEMO)/dupes.html
+	@printf '\nSearch it in a browser: $(CLIPCLI) serve --index $(DEMO)/index --open\n'
 
 # Start-up is measured as users get it: pip compiles an installed package's bytecode, and an
 # editable checkout run with PYTHONDONTWRITEBYTECODE would otherwise recompile it every time.

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from dupes import time_dupes  # noqa: E402
 from photos import ensure_photo_folder  # noqa: E402
+from serve import time_serve  # noqa: E402
 
 MODEL = "ViT-B-32"
 DEFAULT_MODEL = "ViT-B-32-256"  # the photo model users get; its int8 variant is recorded too
@@ -47,6 +48,7 @@ SECTIONS = (
     "trained",
     "eval",
     "dupes",
+    "serve",
 )
 CLIPCLI = [sys.executable, "-m", "clipcli"]
 
@@ -1014,6 +1016,31 @@ def bench_dupes(count: int) -> list[Row]:
     ]
 
 
+def bench_serve(count: int) -> list[Row]:
+    """`clipcli serve` over `count` synthetic photos (bench/serve.py), through a real uvicorn on
+    loopback: one new text query after another on the warm server, then 50 clients at once
+    for 20 s, each asking its next new query as soon as the last is answered."""
+    timing = time_serve(count)
+    label = f"{count // 1000}k photos"
+    load = f"{timing.load_clients} clients at once for {timing.load_seconds:.0f} s"
+    return [
+        Row(
+            f"serve: a new text query, warm, {label}, median",
+            timing.median_ms,
+            "ms",
+            target="<= 60 ms",
+            met=timing.median_ms <= 60,
+        ),
+        Row(f"serve: a new text query, warm, {label}, p99", timing.p99_ms, "ms"),
+        Row(f"serve: {load}, p50", timing.load_p50_ms, "ms"),
+        Row(f"serve: {load}, p99", timing.load_p99_ms, "ms"),
+        Row(f"serve: {load}, answers", timing.load_requests / timing.load_seconds, "req/s"),
+        Row(
+            f"serve: {load}, errors", timing.load_errors, "", target="0", met=not timing.load_errors
+        ),
+    ]
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -1217,6 +1244,7 @@ def main() -> None:
         ("trained", bench_trained),
         ("eval", lambda: bench_eval(photos, checkpoint)),
         ("dupes", lambda: bench_dupes(100_000)),
+        ("serve", lambda: bench_serve(100_000)),
     ]
     for name, step in steps:
         if name in want:

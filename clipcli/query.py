@@ -9,8 +9,10 @@ normalised again: the arithmetic of rclip and of the CLIP paper's embedding spac
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -35,6 +37,8 @@ _OPERATOR = re.compile(r"(?:^|\s+)([+-])(?=\s)")
 _WEIGHTED = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*\*\s*(.*)", re.DOTALL)
 # Below this the terms cancel out: the direction of what is left is noise.
 CANCELLED = 1e-6
+# Embeds texts to unit vectors, a row per text.
+TextEncoder = Callable[[list[str]], Embeddings]
 HINT = 'write terms as "beach + sunset - people" or "2*beach + sunset", or give --literal'
 
 
@@ -137,11 +141,19 @@ def _term(query: str, sign: str, raw: str) -> Term:
     return Term(raw, weight if sign == "+" else -weight)
 
 
-def query_vector(spec: ModelSpec, query: Query, device: str = "auto") -> Embeddings:
+def query_vector(
+    spec: ModelSpec,
+    query: Query,
+    device: str = "auto",
+    *,
+    text_encoder: TextEncoder | None = None,
+) -> Embeddings:
     """The query's unit vector in the model's space (see the module's docstring).
 
     Text terms come from the query cache, else the exported text tower (no torch), else the
-    model; images go through the exported image tower when auto would run it.
+    model; images go through the exported image tower when auto would run it. A
+    `text_encoder` given (a server's KeptTextEncoder) embeds the terms instead, and keeps
+    whatever cache it likes.
     """
     loaded = None
     examples = [*query.images, *query.not_images]
@@ -150,10 +162,15 @@ def query_vector(spec: ModelSpec, query: Query, device: str = "auto") -> Embeddi
     model = full_model(loaded, spec, device)  # loaded at most once, for either part
     parts: list[tuple[float, Embeddings]] = []
     if query.terms:
-        texts = _term_vectors(spec, [term.text for term in query.terms], device, model)
+        wanted = [term.text for term in query.terms]
+        if text_encoder is None:
+            texts = _term_vectors(spec, wanted, device, model)
+        else:
+            unique = list(dict.fromkeys(wanted))
+            texts = dict(zip(unique, text_encoder(unique), strict=True))
         parts += [(term.weight, texts[term.text]) for term in query.terms]
     if loaded is not None:
-        vectors = _image_vectors(loaded, examples)
+        vectors = image_vectors(loaded, examples)
         signs = [1.0] * len(query.images) + [-1.0] * len(query.not_images)
         parts += list(zip(signs, vectors, strict=True))
     total = np.sum([weight * vector.astype(np.float64) for weight, vector in parts], axis=0)
@@ -163,7 +180,9 @@ def query_vector(spec: ModelSpec, query: Query, device: str = "auto") -> Embeddi
     return (total / norm).astype(np.float32)
 
 
-def _image_vectors(encoder: ImageEncoder, paths: Sequence[Path]) -> Embeddings:
+def image_vectors(encoder: ImageEncoder, paths: Sequence[Path]) -> Embeddings:
+    """The unit embedding of each image, in order; the first that cannot be decoded raises
+    its ImageDecodeError."""
     found: dict[Path, Embeddings] = {}
     for batch in embed_files(encoder, list(dict.fromkeys(paths)), batch_size=8):
         if batch.failures:
@@ -196,3 +215,47 @@ def _embed_texts(
     encoder = model()
     text_tower.prepare_fast_search(encoder)  # so that the next search is fast
     return encoder.encode_texts(texts)
+
+
+class KeptTextEncoder:
+    """Text embedding for a process that answers many queries (the server): the exported text
+    tower's session opened once, else the model, loaded at the first query and kept; each of
+    the latest texts embedded once.
+
+    The query cache on disk is left out: it reads every query it holds to find one, where a
+    warm tower embeds a new query in milliseconds.
+    """
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", remembered: int = 4096) -> None:
+        self._spec, self._device = spec, device
+        self._tower_allowed = device in {"auto", "cpu"}
+        self._fast = self._exported_tower()
+        self._model: Encoder | None = None
+        self._loading = threading.Lock()
+        self._one = functools.lru_cache(maxsize=remembered)(self._embed_one)
+
+    def __call__(self, texts: list[str]) -> Embeddings:
+        return np.stack([self._one(text) for text in texts])
+
+    def _embed_one(self, text: str) -> Embeddings:
+        encode = self._fast or self._loaded()
+        return encode([text])[0]
+
+    def _exported_tower(self) -> TextEncoder | None:
+        if not self._tower_allowed:
+            return None
+        # Its threads sleep between queries: the server's other requests need the cores.
+        return text_tower.fast_text_encoder(self._spec, spin=False)
+
+    def _loaded(self) -> TextEncoder:
+        """The model, loaded once, its text tower exported on the way: from then on (and at
+        the next start) the exported tower answers, where the model allows one."""
+        with self._loading:
+            if self._fast is None and self._model is None:
+                model = full_model(None, self._spec, self._device)()
+                text_tower.prepare_fast_search(model)
+                self._fast = self._exported_tower()
+                self._model = None if self._fast is not None else model
+            if self._fast is not None:
+                return self._fast
+            return self._model.encode_texts  # type: ignore[union-attr]  # set just above

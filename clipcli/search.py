@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import numpy as np
 
 from clipcli.encoders.choose import recorded_model
 from clipcli.errors import IndexMissingError, UsageError
+from clipcli.models.names import ModelSpec
 from clipcli.preload import import_ahead
 from clipcli.query import Filters, Query, parse_terms, query_vector
 from clipcli.store import vector_index
@@ -24,6 +25,23 @@ class SearchHit:
     rank: int
     path: str
     score: float
+
+
+@dataclass(frozen=True)
+class PhotoHit:
+    """A hit with its catalog id, for callers that look the photo up again (the server)."""
+
+    id: int
+    path: str
+    score: float
+
+
+@dataclass(frozen=True)
+class NearestPhotos:
+    """The photos nearest a query, best first, and how many were left out as gone from disk."""
+
+    hits: list[PhotoHit]
+    missing: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,25 +83,47 @@ def search_index(
         raise UsageError("nothing to search for", hint="give a text query or --image PATH")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, not {top_k}")
+    require_index(folder)
+    import_ahead("faiss")  # for the vector index, while the query is embedded
+    with Catalog(folder, read_only=True) as catalog:  # a search never writes the catalog
+        spec = index_model(folder, catalog, moved_to=pretrained)
+        vector = query_vector(spec, wanted, device)
+        index = vector_index.refresh(folder, catalog)
+        nearest = nearest_photos(
+            index,
+            vector,
+            top_k,
+            catalog,
+            min_score=min_score,
+            allowed=allowed_ids(catalog, filters),
+        )
+    ranked = [SearchHit(rank, hit.path, hit.score) for rank, hit in enumerate(nearest.hits, 1)]
+    return SearchResult(ranked, nearest.missing)
+
+
+def require_index(folder: Path) -> None:
+    """IndexMissingError unless `folder` holds a catalog."""
     if not (folder / CATALOG_FILE).is_file():
         raise IndexMissingError(
             f"{folder}: no index here", hint="run `clipcli index DIR` first (or pass --index)"
         )
-    import_ahead("faiss")  # for the vector index, while the query is embedded
-    with Catalog(folder, read_only=True) as catalog:  # a search never writes the catalog
-        model = None if catalog.is_blank else catalog.model()
-        if model is None or catalog.count() == 0:
-            raise IndexMissingError(
-                f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"
-            )
-        spec = recorded_model(*model, catalog.weights(), moved_to=pretrained)
-        vector = query_vector(spec, wanted, device)
-        index = vector_index.refresh(folder, catalog)
-        allowed = _allowed(catalog, filters) if filters is not None and filters.any else None
-        return _existing_hits(index, vector, top_k, catalog, min_score, allowed)
 
 
-def _allowed(catalog: Catalog, filters: Filters) -> np.ndarray:
+def index_model(folder: Path, catalog: Catalog, moved_to: str | None = None) -> ModelSpec:
+    """The model the index's vectors were made with, found where it is now (see search_index's
+    `pretrained`); IndexMissingError for an index that holds no photos."""
+    model = None if catalog.is_blank else catalog.model()
+    if model is None or catalog.count() == 0:
+        raise IndexMissingError(
+            f"{folder}: the index is empty", hint="run `clipcli index DIR` to add photos"
+        )
+    return recorded_model(*model, catalog.weights(), moved_to=moved_to)
+
+
+def allowed_ids(catalog: Catalog, filters: Filters | None) -> np.ndarray | None:
+    """The ids the filters keep, or None for no filter at all (every photo may be a hit)."""
+    if filters is None or not filters.any:
+        return None
     return catalog.filtered_ids(
         under=filters.under,
         since=filters.since,
@@ -92,39 +132,42 @@ def _allowed(catalog: Catalog, filters: Filters) -> np.ndarray:
     )
 
 
-def _existing_hits(
+def nearest_photos(
     index: Any,
     query: Embeddings,
     top_k: int,
     catalog: Catalog,
+    *,
     min_score: float | None = None,
     allowed: np.ndarray | None = None,
-) -> SearchResult:
+    leave_out: Collection[int] = (),
+) -> NearestPhotos:
     """The top_k nearest photos still on disk that score at least `min_score`, among the
-    `allowed` ids if given; while some are gone, the index is asked for more."""
+    `allowed` ids if given, the ids of `leave_out` never among them (a photo's own, when
+    searching by it); while some are gone, the index is asked for more."""
     available = index.ntotal if allowed is None else len(allowed)
     wanted = min(top_k, available)
     if wanted == 0:
-        return SearchResult([])
-    asked = wanted
+        return NearestPhotos([])
+    asked = min(wanted + len(leave_out), available)
     while True:
         found = vector_index.search(index, query, asked, allowed=allowed)
         unfloored = len(found)
         if min_score is not None:
             found = [hit for hit in found if hit.score >= min_score]
-        hits, missing = _on_disk(found, wanted, catalog)
+        hits, missing = _on_disk([hit for hit in found if hit.id not in leave_out], wanted, catalog)
         # Done when full, when the index has no more, or when the floor cut what it gave.
         if len(hits) == wanted or asked >= available or len(found) < unfloored:
-            return SearchResult(hits, missing)
+            return NearestPhotos(hits, missing)
         asked = min(2 * asked, available)
 
 
 def _on_disk(
     hits: list[vector_index.Hit], wanted: int, catalog: Catalog
-) -> tuple[list[SearchHit], int]:
-    """The first `wanted` hits whose files exist, ranked, and how many before them were gone."""
+) -> tuple[list[PhotoHit], int]:
+    """The first `wanted` hits whose files exist, and how many before them were gone."""
     paths = catalog.paths_for([hit.id for hit in hits])
-    found: list[SearchHit] = []
+    found: list[PhotoHit] = []
     missing = 0
     for hit in hits:
         path = paths.get(hit.id)
@@ -133,7 +176,7 @@ def _on_disk(
         if not os.path.exists(path):
             missing += 1
             continue
-        found.append(SearchHit(len(found) + 1, path, hit.score))
+        found.append(PhotoHit(hit.id, path, hit.score))
         if len(found) == wanted:
             break
     return found, missing

@@ -41,6 +41,7 @@ from clipcli.cli.options import (
     reports_errors,
 )
 from clipcli.cli.render import Format
+from clipcli.cli.serve_command import serve
 from clipcli.cli.sort_command import sort
 from clipcli.errors import EXIT_FAILURE, UsageError
 
@@ -560,6 +561,7 @@ def evaluate(
 
 app.command()(sort)
 app.command()(dupes)
+app.command()(serve)
 
 
 def _previewed(hits: list[SearchHit]) -> bool:

@@ -105,11 +105,11 @@ def _export_trimmed_text_tower(
 
 
 def _text_runner(
-    folder: ExportFolder, eot: int, pool: str | None, *, prepack: bool
+    folder: ExportFolder, eot: int, pool: str | None, *, prepack: bool, spin: bool = True
 ) -> Callable[[np.ndarray], Embeddings]:
     """The exported text tower over tokenized prompts: in buckets of similar length, each cut
     after its longest prompt's pooled token, where the tower was exported for any length."""
-    run = batch_runner(folder.tower("text-fp32"), prepack=prepack)
+    run = batch_runner(folder.tower("text-fp32"), prepack=prepack, spin=spin)
     if pool is None:
         return run
     return lambda tokens: run_bucketed(run, tokens, pooled_positions(tokens, eot, pool))
@@ -129,12 +129,14 @@ def prepare_fast_search(encoder: ImageEncoder) -> None:
 
 
 def fast_text_encoder(
-    spec: ModelSpec, *, many: bool = False
+    spec: ModelSpec, *, many: bool = False, spin: bool = True
 ) -> Callable[[list[str]], Embeddings] | None:
     """A torch-free text encoder for an exported, verified model; None when there is none.
 
     `many` is for many prompts at once (labels through templates): the tower's weights are then
     laid out for ONNX Runtime's batched kernels, which one search query would not repay.
+    `spin=False` is for a server's queries, one at a time among other work (see
+    onnx_sessions.session).
     """
     folder = ExportFolder.for_spec(spec)
     meta = folder.read_meta()
@@ -146,7 +148,7 @@ def fast_text_encoder(
         tokenize = FastTokenizer.load(folder.tokenizer)
     except (OSError, ValueError, KeyError, TypeError):  # damaged cache: the torch path still works
         return None
-    run = _text_runner(folder, tokenize.eot, _recorded_pool(meta), prepack=many)
+    run = _text_runner(folder, tokenize.eot, _recorded_pool(meta), prepack=many, spin=spin)
     return lambda texts: run(tokenize(texts))
 
 

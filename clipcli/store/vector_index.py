@@ -114,13 +114,16 @@ def _load_saved(folder: Path, catalog_id: str) -> tuple[Any, int] | None:
     return (index, int(stamp["generation"])) if index.ntotal == stamp.get("count") else None
 
 
-def refresh(folder: Path, catalog: Catalog) -> Any:
+def refresh(folder: Path, catalog: Catalog, *, save_to_folder: bool = True) -> Any:
     """The index for the catalog's current contents, brought up to date and saved if needed.
 
     A saved index of an earlier generation catches up in place (the vectors written since are
     replaced or added, the ones gone are removed), which at IVF sizes spares retraining the
     lists; a new layout (Flat to IVF, or a list count the collection has outgrown), a new
     vector size or an unreadable file means building from SQLite.
+
+    Without `save_to_folder` the index is brought up to date in memory only: for a reader that
+    keeps it (the server) while an index run, the folder's one writer, may be saving its own.
     """
     generation = catalog.generation
     stamp = {"format": STAMP_FORMAT, "catalog": catalog.catalog_id, "generation": generation}
@@ -132,8 +135,9 @@ def refresh(folder: Path, catalog: Catalog) -> Any:
         ids, vectors = catalog.vectors()
         index = build(ids, vectors, exact_limit=EXACT_LIMIT)
     # A read-only index folder still answers searches from the rebuilt index.
-    with contextlib.suppress(OSError):
-        save(folder, index, stamp)
+    if save_to_folder:
+        with contextlib.suppress(OSError):
+            save(folder, index, stamp)
     return index
 
 
