@@ -22,6 +22,7 @@ from clipcli.errors import ClipcliError, UsageError
 from clipcli.filing.manifest import Manifest
 from clipcli.filing.transfer import Filer, remove_stale_parts
 from clipcli.locks import Busy, exclusive
+from clipcli.store import root_upkeep
 from clipcli.store.catalog import Catalog
 from clipcli.store.catalog_records import CatalogEntry
 
@@ -155,7 +156,7 @@ def _changed(path: str, entry: CatalogEntry | None) -> str | None:
 def _place_below(path: str, roots: Sequence[str]) -> Path:
     """Where a copy goes below DIR: its path below its root (the deepest that holds it), the
     root's own folder name first; a copy under no root keeps its whole path below ELSEWHERE."""
-    holding = [root for root in roots if path.startswith(root.rstrip(os.sep) + os.sep)]
+    holding = [root for root in roots if root_upkeep.is_under(path, [root])]
     if holding:
         root = max(holding, key=len)
         return Path(os.path.basename(root.rstrip(os.sep)) or ELSEWHERE) / os.path.relpath(

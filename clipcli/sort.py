@@ -23,6 +23,7 @@ from clipcli.filing.transfer import Filer, Landing, remove_stale_parts
 from clipcli.locks import Busy, exclusive
 from clipcli.media.discover import expand_paths
 from clipcli.progress import NoProgress, ProgressReporter
+from clipcli.store import root_upkeep
 from clipcli.zeroshot.floors import Floors, best_cleared, cleared
 from clipcli.zeroshot.scorer import Prediction
 from clipcli.zeroshot.thresholds import LabelChoice
@@ -195,7 +196,7 @@ def _gathered(sources: Sequence[Path], into: Path) -> tuple[list[Path], list[str
     inside = os.path.realpath(into)
     for source in sources:
         found = expand_paths([source])
-        kept = [path for path in found if not _is_under(os.path.realpath(path), inside)]
+        kept = [path for path in found if not _is_within(os.path.realpath(path), inside)]
         if found and not kept:
             notes.append(f"{source}: inside --into {into}; not sorted again")
         elif not kept and os.path.isdir(source):
@@ -208,8 +209,8 @@ def _gathered(sources: Sequence[Path], into: Path) -> tuple[list[Path], list[str
     return files, notes
 
 
-def _is_under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+def _is_within(path: str, folder: str) -> bool:
+    return path == folder or root_upkeep.is_under(path, [folder])
 
 
 class _Filing:
