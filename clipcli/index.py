@@ -13,9 +13,11 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipcli.cluster import ray_embed, ray_session
 from clipcli.encoders import text_tower
 from clipcli.encoders.batching import embed_files
 from clipcli.encoders.calibration import USER_PHOTOS
@@ -108,6 +110,8 @@ def update_index(
     excludes: Sequence[str] | None = None,
     forget: Sequence[Path] = (),
     prune: bool = False,
+    engine: str = "local",
+    address: str | None = None,
 ) -> IndexReport:
     """Index every image under `roots` into `folder`, doing only the work that changed.
 
@@ -128,8 +132,13 @@ def update_index(
     turns up under a root of this run, where they are re-pointed. `forget` drops folders and
     their photos without reading them; `prune` drops photos whose files are gone (those of
     unreachable roots excepted) without scanning for new ones.
+
+    `engine` "ray" embeds on the Ray cluster at `address` (clipcli.cluster.ray_embed; None
+    starts one here for the run) while this process plans and writes the catalog as it does
+    with "local"; a cluster that cannot be reached changes nothing either.
     """
     started = time.perf_counter()
+    _check_engine(engine, address)
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
@@ -149,13 +158,15 @@ def update_index(
         None if excludes is None else tuple(excludes),
         tuple(os.path.abspath(path) for path in forget),
         prune,
+        engine,
+        address,
     )
     with index_folder.writing(folder):
         repair_report = catalog_repair.repair_if_damaged(folder, job.progress) if repair else None
         if repair_report is not None and on_repair is not None:
             on_repair(repair_report)
-        with Catalog(folder) as catalog:
-            report = _bring_up_to_date(catalog, folder, job)
+        with Catalog(folder) as catalog, ExitStack() as cluster:
+            report = _bring_up_to_date(catalog, folder, job, cluster)
     report.repaired = repair_report
     if not embeddings_only:  # so that cleaning the caches keeps its model's export
         index_registry.register(folder)
@@ -180,14 +191,29 @@ class _Job:
     excludes: tuple[str, ...] | None = None  # None: each root's own, as recorded
     forget: tuple[str, ...] = ()
     prune: bool = False
+    engine: str = "local"  # or "ray"
+    address: str | None = None  # the Ray cluster's; None: one started for the run
 
     @property
     def root_paths(self) -> list[str]:
         return [os.path.abspath(root) for root in self.roots]
 
 
-def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
-    """One run on the open catalog: plan, load the model if anything needs it, then write."""
+def _check_engine(engine: str, address: str | None) -> None:
+    """Before anything loads or is written: an engine that cannot run stops the run here."""
+    if engine not in ("local", "ray"):
+        raise UsageError(f"unknown engine '{engine}'", hint="use local or ray")
+    if address is not None and engine != "ray":
+        raise UsageError(
+            "--address needs --engine ray", hint="add --engine ray, or leave out --address"
+        )
+    if engine == "ray":
+        ray_session.require_ray()
+
+
+def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job, cluster: ExitStack) -> IndexReport:
+    """One run on the open catalog: plan, load the model if anything needs it, then write.
+    With the Ray engine, `cluster` holds the connection to it until the run ends."""
     spec = _choose_model(catalog, job.model, job.pretrained, reset=job.reset)
     encoder = _OnDemand(spec, job.device, job.precision, job.progress)
     forgotten: set[str] = set()
@@ -202,6 +228,8 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     if plan.to_encode:  # before the first write: a model that cannot load changes nothing
         encoder.photos = [Path(file.path) for file, _ in plan.to_encode[:USER_PHOTOS]]
         _load_for(encoder, len(plan.to_encode), job.progress)
+        if job.engine == "ray":  # nor may a cluster that cannot be reached
+            cluster.enter_context(ray_session.connected(job.address))
     recorded = (RecordedModel(spec.name, spec.pretrained), spec.weights_id)
     if job.roots and (catalog.model(), catalog.weights()) != recorded:
         catalog.set_model(spec.name, spec.pretrained, spec.weights_id)
@@ -209,7 +237,7 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job) -> IndexReport:
     forgotten_now = root_upkeep.forget(catalog, job.forget)
     for root in job.root_paths:
         catalog.set_root(root, job.excludes)
-    _apply(plan, catalog, encoder, job.batch_size, job.progress, report)
+    _apply(plan, catalog, encoder, job, report)
     report.removed += forgotten_now
     if job.prune:
         pruned, report.unreachable = root_upkeep.prune(catalog)
@@ -250,19 +278,16 @@ class _OnDemand:
 
 
 def _apply(
-    plan: _Plan,
-    catalog: Catalog,
-    encoder: _OnDemand,
-    batch_size: int,
-    progress: ProgressReporter,
-    report: IndexReport,
+    plan: _Plan, catalog: Catalog, encoder: _OnDemand, job: _Job, report: IndexReport
 ) -> None:
     """Carry out a plan, cheapest steps first, and count what happened in `report`."""
     catalog.touch(plan.touched)
     catalog.move(plan.moves)
     catalog.remove(plan.removals)
     catalog.add(plan.copies)
-    encoded, failed = _encode(plan.to_encode, catalog, encoder, batch_size, progress)
+    encoded, failed = _encode(
+        plan.to_encode, catalog, encoder, job.batch_size, job.progress, job.engine, job.address
+    )
     catalog.forget_unreadable(plan.known_bad | {s.path for s in failed})
     # A file that changed into something unreadable must not keep its old vector.
     stale = {s.path for s in failed} & plan.replaced
@@ -434,8 +459,11 @@ def _encode(
     encoder: _OnDemand,
     batch_size: int,
     progress: ProgressReporter,
+    engine: str = "local",
+    address: str | None = None,
 ) -> tuple[list[str], list[Skipped]]:
-    """Embed the files in batches, committing each batch: a kill loses at most the one in flight."""
+    """Embed the files in batches, committing each batch: a kill loses at most the one in flight
+    (with the Ray engine, those in flight on the cluster, which arrive in any order)."""
     if not work:
         return [], []
     by_path = {file.path: (file, sha) for file, sha in work}
@@ -444,7 +472,13 @@ def _encode(
     model = _load_for(encoder, len(work), progress)
     progress.phase("Embedding", len(work))
     paths = [Path(file.path) for file, _ in work]
-    for batch in embed_files(model, paths, batch_size, picture_hashes=True):
+    if engine == "ray":
+        batches = ray_embed.embed_files_on_ray(
+            model, paths, batch_size, address=address, picture_hashes=True
+        )
+    else:
+        batches = embed_files(model, paths, batch_size, picture_hashes=True)
+    for batch in batches:
         new = []
         pictures = batch.pictures or []
         for path, vector, picture in zip(batch.paths, batch.embeddings, pictures, strict=True):

@@ -42,6 +42,7 @@ from clipcli.cli.options import (
 )
 from clipcli.cli.render import Format
 from clipcli.cli.serve_command import serve
+from clipcli.cli.shards_command import embed, export, import_command
 from clipcli.cli.sort_command import sort
 from clipcli.errors import EXIT_FAILURE, UsageError
 
@@ -235,6 +236,28 @@ def index(
             help="Drop the photos whose files are gone, without scanning for new ones.",
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            metavar="[local|ray]",
+            help="local embeds here; ray embeds on a Ray cluster's workers (one model each) "
+            "while this machine writes the index. Every node must see the photos at the same "
+            "paths and have clipcli installed.",
+            show_default=True,
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            metavar="ADDR",
+            help="With --engine ray: auto joins the cluster started on this machine by `ray "
+            "start`, HOST:PORT the one whose head node is there. [default: start one here "
+            "for the run]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
     from clipcli.cli import render
@@ -263,6 +286,8 @@ def index(
             reset=reset,
             repair=repair,
             progress=progress,
+            engine=engine,
+            address=address,
             # At once, with --json too: where the damaged file went is news even if the run
             # then fails.
             on_repair=lambda repair: print_warning(render.repair_warning(repair)),
@@ -562,6 +587,9 @@ def evaluate(
 app.command()(sort)
 app.command()(dupes)
 app.command()(serve)
+app.command()(export)
+app.command("import")(import_command)
+app.command()(embed)
 
 
 def _previewed(hits: list[SearchHit]) -> bool:

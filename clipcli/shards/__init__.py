@@ -1,0 +1,2 @@
+"""Shards of embeddings in clip-retrieval's layout: img_emb/img_emb_N.npy and
+metadata/metadata_N.parquet."""
