@@ -6,10 +6,11 @@ batch gets the vectors a local run gives it: bit for bit in fp32. `auto` is reso
 the driver's encoder, and every worker is asked for that backend by name: one run, one backend,
 whichever machine embedded a photo.
 
-Ray Data runs the actors (map_batches over an actor pool: one model per actor, the pool grown
-up to a worker per CPU, or per GPU, of the cluster) and streams their results back as they
-finish. An actor pool restarts an actor whose process or node died and runs its batch again
-(Ray Data's defaults: max_restarts=-1, max_task_retries=-1), so the run still ends complete.
+Ray Data runs the actors (map_batches over an actor pool that grows from one as the work
+waits: one model per actor, an actor per GPU of the cluster, or per as many CPUs as torch uses
+threads on the driver) and streams their results back as they finish. An actor pool restarts
+an actor whose process or node died and runs its batches again (Ray Data's defaults for actor
+pools: max_restarts=-1, max_task_retries=-1), so the run still ends complete.
 
 Workers read the photos at the driver's paths, and import clipcli: every node needs the
 photos' folders mounted at the same place, and the same clipcli installed.

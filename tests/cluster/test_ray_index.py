@@ -154,6 +154,107 @@ def test_a_model_the_workers_cannot_load_is_named_in_one_line(
     assert raised.value.hint
 
 
+class RemovesTheWorkerNode:
+    """A progress reporter that takes the worker node away, with its actor and the batches
+    queued for it, once the first batch is stored.
+
+    So that the first actor is the worker node's, the head node's CPU is held while the actors
+    start, and let go as the worker node goes: the batches left then run on the head node."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.worker = next(iter(cluster.worker_nodes))
+        self.head = cluster.head_node.node_id
+        self.nodes: list[str] = []  # the node of each batch, in the order they came
+        self.removed_after: int | None = None  # batches stored when the node went
+        self.embedding = False
+        self.holder = None
+
+    def phase(self, description: str, total: int) -> None:
+        self.embedding = description == "Embedding"
+        if self.embedding:  # connected by now: the actors start after this
+            self.holder = _hold_a_cpu_of(self.head)
+
+    def advance(self, count: int) -> None:
+        if self.embedding and self.removed_after is None:
+            self.removed_after = len(self.nodes)
+            self.cluster.remove_node(self.worker)
+            import ray
+
+            ray.kill(self.holder)
+
+    def watching(self, embed):
+        def embedded(*args, **kwargs):
+            for batch in embed(*args, **kwargs):
+                self.nodes.append(batch.node)
+                yield batch
+
+        return embedded
+
+
+def _hold_a_cpu_of(node_id: str):
+    """A Ray actor that holds one CPU of the node, once it has started."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
+    ).remote()
+    assert ray.get(holder.ready.remote(), timeout=60)
+    return holder
+
+
+@pytest.mark.ray
+def test_a_worker_node_that_dies_mid_run_leaves_a_complete_index(
+    cli,
+    ray_cluster,
+    shapes: Path,
+    tmp_path: Path,
+    random_checkpoint: Path,
+    model_args: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd,
+) -> None:
+    from clipcli.cluster import ray_embed
+    from clipcli.index import update_index
+
+    one_by_one = ["--precision", "fp32", "--batch-size", "1"]
+    index_with(cli, shapes, tmp_path / "local", *model_args, *one_by_one)
+    progress = RemovesTheWorkerNode(ray_cluster.cluster)
+    monkeypatch.setattr(
+        ray_embed, "embed_files_on_ray", progress.watching(ray_embed.embed_files_on_ray)
+    )
+    try:
+        report = update_index(
+            [shapes],
+            tmp_path / "ray",
+            model=TEST_MODEL,
+            pretrained=str(random_checkpoint),
+            precision="fp32",
+            batch_size=1,  # a batch per photo: the node goes while most are still to embed
+            progress=progress,
+            engine="ray",
+            address=ray_cluster.address,
+        )
+    finally:  # the next test has its worker node again
+        if not ray_cluster.cluster.worker_nodes:
+            ray_cluster.cluster.add_node(num_cpus=1)
+            ray_cluster.cluster.wait_for_nodes()
+    assert progress.nodes[0] == progress.worker.node_id and progress.removed_after == 1
+    assert progress.head in progress.nodes  # what the worker node had left, its queue too
+    assert len(progress.nodes) == PHOTOS + 1  # each batch once: none lost, none twice
+    assert "(raylet)" not in capfd.readouterr().out  # Ray's notices of retries stay off stdout
+    assert report.added == PHOTOS and [s.path for s in report.skipped] == [
+        str(shapes / "0003-scribbled.jpg")
+    ]
+    assert catalog(tmp_path / "ray") == catalog(tmp_path / "local")
+
+
 def test_without_ray_the_ray_engine_is_a_usage_error_that_writes_nothing(
     cli, photo_folder: Path, tmp_path: Path, model_args: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
