@@ -17,9 +17,11 @@ from clipcli.cli import options
 from clipcli.cli.consoles import stderr, stdout
 from clipcli.cli.dupes_command import dupes
 from clipcli.cli.options import (
+    AddressOption,
     BatchOption,
     ContactSheetOption,
     DeviceOption,
+    EngineOption,
     FormatOption,
     HtmlOption,
     IndexOption,
@@ -236,28 +238,8 @@ def index(
             help="Drop the photos whose files are gone, without scanning for new ones.",
         ),
     ] = False,
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            metavar="[local|ray]",
-            help="local embeds here; ray embeds on a Ray cluster's workers (one model each) "
-            "while this machine writes the index. Every node must see the photos at the same "
-            "paths and have clipcli installed.",
-            show_default=True,
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            metavar="ADDR",
-            help="With --engine ray: auto joins the cluster started on this machine by `ray "
-            "start`, HOST:PORT the one whose head node is there. [default: start one here "
-            "for the run]",
-            show_default=False,
-        ),
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
 ) -> None:
     """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
     from clipcli.cli import render

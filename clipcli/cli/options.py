@@ -93,6 +93,28 @@ IndexOption = Annotated[
 ]
 
 
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        metavar="[local|ray]",
+        help="local embeds here; ray embeds on a Ray cluster's workers (one model each) "
+        "while this machine writes the results. Every node must see the photos at the same "
+        "paths and have clipcli installed.",
+        show_default=True,
+    ),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        metavar="ADDR",
+        help="With --engine ray: auto joins the cluster started on this machine by `ray "
+        "start`, HOST:PORT the one whose head node is there. [default: start one here "
+        "for the run]",
+        show_default=False,
+    ),
+]
 DeviceOption = Annotated[
     str, typer.Option("--device", help="auto, cpu, cuda or mps.", show_default=True)
 ]

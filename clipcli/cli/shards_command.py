@@ -13,8 +13,10 @@ import typer
 
 from clipcli.cli.consoles import stderr
 from clipcli.cli.options import (
+    AddressOption,
     BatchOption,
     DeviceOption,
+    EngineOption,
     IndexOption,
     ModelOption,
     PlainJsonOption,
@@ -142,28 +144,8 @@ def embed(
             show_default=False,
         ),
     ],
-    engine: Annotated[
-        str,
-        typer.Option(
-            "--engine",
-            metavar="[local|ray]",
-            help="local embeds here; ray embeds on a Ray cluster's workers (one model each) "
-            "while this machine writes the shards. Every node must see the photos at the same "
-            "paths and have clipcli installed.",
-            show_default=True,
-        ),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            "--address",
-            metavar="ADDR",
-            help="With --engine ray: auto joins the cluster started on this machine by `ray "
-            "start`, HOST:PORT the one whose head node is there. [default: start one here "
-            "for the run]",
-            show_default=False,
-        ),
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
     shard_size: ShardSizeOption = DEFAULT_SHARD_SIZE,
     batch_size: BatchOption = 32,
     model: ModelOption = None,
