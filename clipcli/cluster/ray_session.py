@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from clipcli.encoders.quiet import stderr_silenced
 from clipcli.errors import ClipcliError, UsageError
 
 RAY_HINT = "pip install 'clipcli[ray]'"
@@ -122,15 +122,10 @@ def _core_quiet() -> Iterator[None]:
         yield
         return
     os.environ[_CORE_LOG_LEVEL] = "fatal"
-    sys.stderr.flush()
-    kept = os.dup(2)
     try:
-        with open(os.devnull, "w") as nowhere:
-            os.dup2(nowhere.fileno(), 2)
-        yield
+        with stderr_silenced():
+            yield
     finally:
-        os.dup2(kept, 2)
-        os.close(kept)
         del os.environ[_CORE_LOG_LEVEL]
 
 
