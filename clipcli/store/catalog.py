@@ -11,6 +11,7 @@ BLOB of its exact bytes, so that it reads back as the very path the filesystem k
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sqlite3
 import time
@@ -78,12 +79,30 @@ def unusable(path: Path, exc: sqlite3.DatabaseError) -> ClipcliError:
 
 def _reported(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concatenate[Catalog, P], R]:
     """SQLite's errors about the file (damage, locks, a full disk) as a CatalogUnreadableError;
-    a mistake in clipcli's own statements keeps its traceback."""
+    a mistake in clipcli's own statements keeps its traceback. A generator's errors come as it
+    is iterated, after the call has returned: they are translated there."""
+    if inspect.isgeneratorfunction(method):
+        return _reported_generator(method)  # type: ignore[return-value]
 
     @functools.wraps(method)
     def wrapper(self: Catalog, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return method(self, *args, **kwargs)
+        except _OUR_MISTAKES:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise unusable(self.path, exc) from exc
+
+    return wrapper
+
+
+def _reported_generator(
+    method: Callable[Concatenate[Catalog, P], Iterator[R]],
+) -> Callable[Concatenate[Catalog, P], Iterator[R]]:
+    @functools.wraps(method)
+    def wrapper(self: Catalog, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        try:
+            yield from method(self, *args, **kwargs)
         except _OUR_MISTAKES:
             raise
         except sqlite3.DatabaseError as exc:

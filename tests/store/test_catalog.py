@@ -308,6 +308,26 @@ def test_whichever_page_is_damaged_the_catalog_raises_only_its_own_errors(
     assert failed == list(range(pages))  # noise in any page is found
 
 
+def test_reading_vectors_block_by_block_from_a_damaged_catalog_raises_only_its_own_errors(
+    tmp_path: Path,
+) -> None:
+    pages = filled_catalog(tmp_path / "whole")
+    failed = 0
+    for number in range(pages):
+        folder = tmp_path / f"page-{number}"
+        folder.mkdir()
+        (folder / CATALOG_FILE).write_bytes((tmp_path / "whole" / CATALOG_FILE).read_bytes())
+        damage_page(folder, number)
+        try:
+            with Catalog(folder) as catalog:
+                for _ in catalog.vector_blocks(7):  # the error comes as the blocks are read
+                    pass
+        except ClipcliError as exc:  # a sqlite3 error would fail the test here
+            assert exc.message.startswith(f"{folder / CATALOG_FILE}: ")
+            failed += 1
+    assert failed  # noise in a vector's bytes reads back as other numbers; in a page's header not
+
+
 # --- model metadata -------------------------------------------------------------------------------
 
 
