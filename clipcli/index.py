@@ -112,6 +112,7 @@ def update_index(
     prune: bool = False,
     engine: str = "local",
     address: str | None = None,
+    layout: str | None = None,
 ) -> IndexReport:
     """Index every image under `roots` into `folder`, doing only the work that changed.
 
@@ -136,9 +137,16 @@ def update_index(
     `engine` "ray" embeds on the Ray cluster at `address` (clipcli.cluster.ray_embed; None
     starts one here for the run) while this process plans and writes the catalog as it does
     with "local"; a cluster that cannot be reached changes nothing either.
+
+    `layout` (one of vector_index.LAYOUTS) is how the FAISS index is to be laid out from now
+    on, remembered in the catalog; None keeps what it was asked before (auto at first).
     """
     started = time.perf_counter()
     _check_engine(engine, address)
+    if layout is not None and layout not in vector_index.LAYOUTS:
+        raise UsageError(
+            f"unknown layout '{layout}'", hint="use " + ", ".join(vector_index.LAYOUTS)
+        )
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
@@ -160,6 +168,7 @@ def update_index(
         prune,
         engine,
         address,
+        layout,
     )
     with index_folder.writing(folder):
         repair_report = catalog_repair.repair_if_damaged(folder, job.progress) if repair else None
@@ -193,6 +202,7 @@ class _Job:
     prune: bool = False
     engine: str = "local"  # or "ray"
     address: str | None = None  # the Ray cluster's; None: one started for the run
+    layout: str | None = None  # the FAISS index's, from now on; None: as recorded
 
     @property
     def root_paths(self) -> list[str]:
@@ -250,6 +260,8 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job, cluster: ExitSt
     _hash_unhashed(catalog, job.progress)
     if job.reset:  # photos of other folders are gone too: the report counts every one
         report.removed = len(forgotten - set(catalog.entries()))
+    if job.layout is not None and job.layout != catalog.layout():
+        catalog.set_layout(job.layout)
     if not job.embeddings_only:
         vector_index.refresh(folder, catalog)
     if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search

@@ -240,6 +240,18 @@ def index(
     ] = False,
     engine: EngineOption = "local",
     address: AddressOption = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            "--layout",
+            metavar="[auto|flat|ivfpq]",
+            help="How the vector index is laid out, remembered for the index: auto is exact "
+            "up to 200k photos, then compressed in memory, then on disk once the vectors would "
+            "fill a quarter of the memory; flat is always exact; ivfpq is compressed on disk "
+            "and memory-mapped. [default: as before, auto at first]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
     from clipcli.cli import render
@@ -270,6 +282,7 @@ def index(
             progress=progress,
             engine=engine,
             address=address,
+            layout=layout,
             # At once, with --json too: where the damaged file went is news even if the run
             # then fails.
             on_repair=lambda repair: print_warning(render.repair_warning(repair)),
@@ -374,6 +387,17 @@ def search(
     ] = None,
     html: HtmlOption = None,
     contact_sheet: ContactSheetOption = None,
+    rerank: Annotated[
+        int,
+        typer.Option(
+            "--rerank",
+            metavar="N",
+            min=0,
+            help="With an on-disk index (--layout ivfpq): score its N best candidates again "
+            "on their exact vectors; 0 ranks by the compressed codes alone. Other layouts are "
+            "exact already.",
+        ),
+    ] = 100,
     preview: Annotated[
         bool,
         typer.Option(
@@ -413,6 +437,7 @@ def search(
         filters=filters,
         device=device,
         pretrained=moved_to,
+        rerank=rerank,
     )
     if paths_only or null:
         render.write_paths(found.hits, sys.stdout, null=null)

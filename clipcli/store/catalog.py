@@ -230,6 +230,17 @@ class Catalog:
         return self.get_meta("weights") or None
 
     @_reported
+    def layout(self) -> str:
+        """How the user asked for the FAISS index to be laid out ("auto" unless asked)."""
+        return self.get_meta("layout") or "auto"
+
+    @_reported
+    def set_layout(self, layout: str) -> None:
+        """Remember the asked-for layout. Not a new generation: the vectors are the same."""
+        with self._transaction():
+            self._set_meta("layout", layout)
+
+    @_reported
     def set_model(self, name: str, pretrained: str | None, weights: str | None = None) -> None:
         """Record the model: its name, its weights' tag or last path, their content id."""
         with self._transaction():

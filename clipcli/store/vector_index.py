@@ -3,6 +3,11 @@
 The file is stamped with the catalog (id and generation) it reflects. An index of an earlier
 generation catches up in place from the vectors the catalog wrote since; a stamp of another
 catalog or format, or a file FAISS cannot read, means rebuild. Nothing is lost by deleting it.
+
+Three layouts: exact (Flat) up to EXACT_LIMIT vectors, inverted lists of fp16 codes in memory
+beyond, and inverted lists of product-quantised codes on disk (ondisk_ivfpq) once the vectors
+would not fit in a quarter of the memory, or wherever the user asked for it (`--layout`,
+remembered in the catalog).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from clipcli.store import ondisk_ivfpq, ondisk_refresh
 from clipcli.store.catalog import Catalog
 from clipcli.store.catalog_filters import sorted_unique
 
@@ -35,6 +41,11 @@ STAMP_FILE = "vectors.json"
 # Stamps of other formats (or none) mean rebuild: before format 2 the catalog did not record
 # which generation wrote each vector, so an older index could not catch up in place.
 STAMP_FORMAT = 2
+# What `clipcli index --layout` takes: auto chooses by size and memory (layout_for).
+LAYOUTS = ("auto", "flat", "ivfpq")
+RAM_VARIABLE = "CLIPCLI_RAM_BYTES"  # the memory to plan for, instead of the machine's
+# Product quantisation needs two vectors to train on; a single one is searched exactly.
+ONDISK_MIN = 2
 
 Scores = npt.NDArray[np.float32]
 Ids = npt.NDArray[np.int64]
@@ -94,21 +105,30 @@ def save(folder: Path, index: Any, stamp: dict[str, Any]) -> None:
     with open(tmp, "wb") as handle:
         faiss.write_index(index, faiss.PyCallbackIOWriter(handle.write))
     os.replace(tmp, folder / INDEX_FILE)
+    ondisk_ivfpq.remove(folder / INDEX_FILE)  # what an on-disk layout left, if it was one
+    _save_stamp(folder, {**stamp, "count": int(index.ntotal)})
+
+
+def _save_stamp(folder: Path, stamp: dict[str, Any]) -> None:
     stamp_tmp = folder / f".{STAMP_FILE}.tmp"
-    stamp_tmp.write_text(json.dumps({**stamp, "count": int(index.ntotal)}))
+    stamp_tmp.write_text(json.dumps(stamp))
     os.replace(stamp_tmp, folder / STAMP_FILE)
 
 
 def _load_saved(folder: Path, catalog_id: str) -> tuple[Any, int] | None:
-    """The saved index of this catalog and the generation it reflects, if it reads back whole."""
+    """The saved index of this catalog and the generation it reflects, if it reads back whole
+    (an on-disk one memory-mapped)."""
     import faiss
 
     try:
         stamp = json.loads((folder / STAMP_FILE).read_text())
         if stamp.get("format") != STAMP_FORMAT or stamp.get("catalog") != catalog_id:
             return None
-        with open(folder / INDEX_FILE, "rb") as handle:
-            index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+        if stamp.get("layout") == "ivfpq":
+            index = ondisk_ivfpq.open_mapped(folder / INDEX_FILE)
+        else:
+            with open(folder / INDEX_FILE, "rb") as handle:
+                index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
     except (OSError, ValueError, RuntimeError):
         return None
     return (index, int(stamp["generation"])) if index.ntotal == stamp.get("count") else None
@@ -119,21 +139,34 @@ def refresh(folder: Path, catalog: Catalog, *, save_to_folder: bool = True) -> A
 
     A saved index of an earlier generation catches up in place (the vectors written since are
     replaced or added, the ones gone are removed), which at IVF sizes spares retraining the
-    lists; a new layout (Flat to IVF, or a list count the collection has outgrown), a new
-    vector size or an unreadable file means building from SQLite.
+    lists; a new layout (Flat to IVF, a list count the collection has outgrown, or the layout
+    the user asked for), a new vector size or an unreadable file means building from SQLite.
+    An on-disk index is kept up to date by ondisk_refresh, and returned memory-mapped.
 
-    Without `save_to_folder` the index is brought up to date in memory only: for a reader that
-    keeps it (the server) while an index run, the folder's one writer, may be saving its own.
+    Without `save_to_folder` the index is brought up to date in memory only (an on-disk one in
+    a private temporary folder): for a reader that keeps it (the server) while an index run,
+    the folder's one writer, may be saving its own.
     """
     generation = catalog.generation
     stamp = {"format": STAMP_FORMAT, "catalog": catalog.catalog_id, "generation": generation}
+    wanted = _layout_for(catalog.count(), ondisk_refresh.dimension(catalog), catalog.layout())
     saved = _load_saved(folder, catalog.catalog_id)
-    if saved is not None and saved[1] == generation:
+    if saved is not None and (_layout(saved[0]) == "ivfpq") != (wanted == "ivfpq"):
+        saved = None  # to or from the on-disk layout: there is nothing to catch up from
+    if saved is not None and saved[1] == generation and _layout(saved[0]) == wanted:
         return saved[0]
-    index = _caught_up(*saved, catalog) if saved is not None else None
+    if wanted == "ivfpq":
+        index = ondisk_refresh.refreshed(
+            folder / INDEX_FILE, catalog, saved, in_place=save_to_folder
+        )
+        if save_to_folder:
+            with contextlib.suppress(OSError):
+                _save_stamp(folder, {**stamp, "count": int(index.ntotal), "layout": "ivfpq"})
+        return index
+    index = _caught_up(*saved, catalog, wanted) if saved is not None else None
     if index is None:
         ids, vectors = catalog.vectors()
-        index = build(ids, vectors, exact_limit=EXACT_LIMIT)
+        index = build(ids, vectors, exact_limit=len(ids) if wanted == "flat" else EXACT_LIMIT)
     # A read-only index folder still answers searches from the rebuilt index.
     if save_to_folder:
         with contextlib.suppress(OSError):
@@ -141,10 +174,10 @@ def refresh(folder: Path, catalog: Catalog, *, save_to_folder: bool = True) -> A
     return index
 
 
-def _caught_up(index: Any, generation: int, catalog: Catalog) -> Any | None:
+def _caught_up(index: Any, generation: int, catalog: Catalog, wanted: str) -> Any | None:
     """`index`, saved at `generation`, updated to the catalog's contents; None to rebuild."""
     count = catalog.count()
-    if _layout(index) != _layout_for(count):
+    if _layout(index) != wanted:
         return None
     ids, vectors = catalog.vectors(changed_after=generation)
     if len(ids) and vectors.shape[1] != index.d:
@@ -165,14 +198,40 @@ def layout_name(count: int) -> str:
     return "Flat" if count <= EXACT_LIMIT else "IVF"
 
 
-def _layout_for(count: int) -> str:
-    return "flat" if count <= EXACT_LIMIT else f"ivf{ivf_lists(count)}"
+def layout_for(count: int, dim: int, asked: str = "auto") -> str:
+    """ "flat", "ivf" (fp16 codes in memory) or "ivfpq" (on disk) for `count` vectors of `dim`.
+
+    auto keeps an index in memory while its vectors would fit in a quarter of the memory
+    (ram_bytes), leaving the rest to the model, the catalog's cache and the user's programs.
+    """
+    if count < ONDISK_MIN or asked == "flat":
+        return "flat"
+    if asked == "ivfpq" or count * dim * 4 > ram_bytes() / 4:
+        return "ivfpq"
+    return "flat" if count <= EXACT_LIMIT else "ivf"
+
+
+def ram_bytes() -> int:
+    """The machine's memory, or what CLIPCLI_RAM_BYTES says to plan for."""
+    given = os.environ.get(RAM_VARIABLE)
+    if given:
+        return int(given)
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _layout_for(count: int, dim: int, asked: str) -> str:
+    layout = layout_for(count, dim, asked)
+    return f"ivf{ivf_lists(count)}" if layout == "ivf" else layout
 
 
 def _layout(index: Any) -> str:
     import faiss
 
-    return "flat" if _is_exact(index) else f"ivf{faiss.extract_index_ivf(index).nlist}"
+    if _is_exact(index):
+        return "flat"
+    if ondisk_ivfpq.on_disk_lists(index) is not None:
+        return "ivfpq"
+    return f"ivf{faiss.extract_index_ivf(index).nlist}"
 
 
 def indexed_ids(index: Any) -> Ids:
@@ -181,13 +240,7 @@ def indexed_ids(index: Any) -> Ids:
 
     if _is_exact(index):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
-    lists = faiss.extract_index_ivf(index).invlists
-    parts = [
-        faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-        for i in range(lists.nlist)
-        if lists.list_size(i)
-    ]
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+    return ondisk_ivfpq.list_ids(index)
 
 
 def search(
@@ -197,6 +250,8 @@ def search(
     *,
     parts: int | None = None,
     allowed: np.ndarray | None = None,
+    rerank: int | None = None,
+    exact_vectors: ondisk_ivfpq.ExactVectors | None = None,
 ) -> list[Hit]:
     """The k nearest vectors to one unit-length query, best first, equal scores by catalog id.
 
@@ -217,8 +272,17 @@ def search(
       which is exact over the stored codes; a larger one in more lists than unfiltered, the
       sparser the more. Where those lists hold too few allowed vectors, they are widened, to
       every list at the most.
+
+    An on-disk index scores product-quantised codes; with `rerank` N and `exact_vectors` (see
+    catalog_vectors) the N best by code are scored again on their vectors, and ranked by that
+    (ondisk_ivfpq.search). Other layouts hold exact or fp16 vectors already: rerank changes
+    nothing there.
     """
     row = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+    if not _is_exact(index) and ondisk_ivfpq.on_disk_lists(index) is not None:
+        return _mapped_search(
+            index, row, k, allowed, rerank if exact_vectors else None, exact_vectors
+        )
     if allowed is None:
         return _ranked(lambda asked: _nearest(index, row, asked, parts), k, index.ntotal)
     allowed = sorted_unique(allowed)
@@ -231,6 +295,60 @@ def search(
     chosen = _IdBitmap(allowed)
     count = min(len(allowed), index.ntotal)  # ids the index lacks are never found
     return _ranked(lambda asked: _ivf_filtered(index, row, asked, chosen), k, count)
+
+
+def catalog_vectors(catalog: Catalog, dim: int) -> ondisk_ivfpq.ExactVectors:
+    """The exact vectors of ids from the catalog, as search's re-ranking takes them: a row of
+    NaN for an id the catalog no longer holds."""
+
+    def vectors(ids: Ids) -> npt.NDArray[np.float32]:
+        found = catalog.vectors_for(ids.tolist())
+        rows = np.full((len(ids), dim), np.nan, dtype=np.float32)
+        for row, id_ in enumerate(ids.tolist()):
+            if id_ in found:
+                rows[row] = found[id_]
+        return rows
+
+    return vectors
+
+
+def _mapped_search(
+    index: Any,
+    row: Embeddings,
+    k: int,
+    allowed: np.ndarray | None,
+    rerank: int | None,
+    exact_vectors: ondisk_ivfpq.ExactVectors | None,
+) -> list[Hit]:
+    """search() of an on-disk index; a filter probes and widens as _ivf_filtered does."""
+    import faiss
+
+    def hits(probes: int | None, selector: Any | None) -> list[Hit]:
+        scores, ids = ondisk_ivfpq.search(
+            index,
+            row,
+            k,
+            nprobe=probes,
+            rerank=rerank,
+            exact_vectors=exact_vectors,
+            selector=selector,
+        )
+        return [Hit(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+
+    if allowed is None:
+        return hits(None, None)
+    allowed = sorted_unique(allowed)
+    if not len(allowed) or not index.ntotal:
+        return []
+    chosen = _IdBitmap(allowed)
+    lists = faiss.extract_index_ivf(index).nlist
+    probes = _probes(index, chosen.count)
+    wanted = min(k, chosen.count, index.ntotal)
+    while True:
+        found = hits(probes, chosen.selector)
+        if len(found) >= wanted or probes >= lists:
+            return found
+        probes = min(lists, 2 * probes)
 
 
 def _ranked(nearest: Callable[[int], tuple[Scores, Ids]], k: int, count: int) -> list[Hit]:

@@ -1,0 +1,90 @@
+"""`clipcli index --layout ivfpq`: an index on disk, remembered for the index folder, searched
+memory-mapped with `clipcli search` (filters and --rerank included)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clipcli.shapes import write_sample_folder
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    root = tmp_path / "photos"
+    write_sample_folder(root / "first", 24, seed=3)
+    write_sample_folder(root / "second", 24, seed=4)
+    return root
+
+
+@pytest.fixture
+def on_disk(cli, model_args, photos, index) -> Path:
+    result = cli("index", photos, "--index", index, *model_args, "--layout", "ivfpq")
+    assert result.exit_code == 0, result.stderr
+    return index
+
+
+def layout_of(index: Path) -> str:
+    return json.loads((index / "vectors.json").read_text()).get("layout", "in memory")
+
+
+def found(cli, index: Path, *args: str | Path) -> list[dict]:
+    result, hits = cli.json("search", "--index", index, *args)
+    assert result.exit_code == 0, result.stderr
+    return hits
+
+
+def test_an_on_disk_index_answers_searches(cli, on_disk, photos):
+    assert layout_of(on_disk) == "ivfpq" and len(list(on_disk.glob("*.ivfdata"))) == 1
+    target = next((photos / "second").iterdir())
+    hits = found(cli, on_disk, "--image", target, "--top-k", "5")
+    assert hits[0]["path"] == str(target)
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)  # re-ranked on the exact vector
+    assert len(found(cli, on_disk, "a red star", "--top-k", "100")) == 48
+
+
+def test_the_layout_is_remembered_by_a_later_index_run(cli, model_args, on_disk, photos):
+    write_sample_folder(photos / "third", 6, seed=5)
+    result, report = cli.json("index", photos, "--index", on_disk, *model_args)
+    assert result.exit_code == 0, result.stderr
+    assert report["added"] == 6 and layout_of(on_disk) == "ivfpq"
+    new = next((photos / "third").iterdir())
+    assert found(cli, on_disk, "--image", new, "--top-k", "1")[0]["path"] == str(new)
+
+
+def test_filters_still_keep_only_the_photos_they_name(cli, on_disk, photos):
+    first = photos / "first"
+    hits = found(cli, on_disk, "a blue circle", "--under", first, "--top-k", "30")
+    assert len(hits) == 24 and all(Path(hit["path"]).parent == first for hit in hits)
+
+
+def test_rerank_zero_ranks_by_the_codes_alone(cli, on_disk, photos):
+    target = next((photos / "first").iterdir())
+    coded = found(cli, on_disk, "--image", target, "--top-k", "3", "--rerank", "0")
+    assert len(coded) == 3 and coded[0]["score"] != pytest.approx(1.0, abs=1e-6)
+    result = cli("search", "--image", target, "--index", on_disk, "--rerank", "-1")
+    assert result.exit_code == 2
+
+
+def test_an_index_can_go_back_to_the_memory_layouts(cli, model_args, on_disk, photos):
+    result = cli("index", photos, "--index", on_disk, *model_args, "--layout", "auto")
+    assert result.exit_code == 0, result.stderr
+    assert layout_of(on_disk) == "in memory" and not list(on_disk.glob("*.ivfdata"))
+    assert len(found(cli, on_disk, "a green ring", "--top-k", "3")) == 3
+
+
+def test_auto_goes_on_disk_when_the_vectors_would_not_fit(
+    cli, model_args, photos, index, monkeypatch
+):
+    monkeypatch.setenv("CLIPCLI_RAM_BYTES", str(100 * 64 * 4))  # a quarter holds 25 vectors
+    result = cli("index", photos, "--index", index, *model_args)
+    assert result.exit_code == 0, result.stderr
+    assert layout_of(index) == "ivfpq"
+
+
+def test_an_unknown_layout_is_a_usage_error(cli, model_args, photos, index):
+    result = cli("index", photos, "--index", index, *model_args, "--layout", "hnsw")
+    assert result.exit_code == 2 and "unknown layout 'hnsw'" in result.stderr
+    assert not index.exists()
