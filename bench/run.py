@@ -1050,7 +1050,7 @@ def bench_ondisk_scale(count: int, clusters: int) -> list[Row]:
     timing = time_scale(count, clusters)
     label = f"{count // 1000:,}k x 512, {clusters:,} clusters"
     at_target = count >= 10_000_000
-    layout = f"IVF{timing.lists},PQ{timing.pq_bytes} nprobe {timing.probes}"
+    layout = f"IVF{timing.lists},{timing.codes} nprobe {timing.probes}"
 
     def judged(value_ok: bool) -> bool | None:
         return value_ok if at_target else None
@@ -1296,7 +1296,7 @@ def main() -> None:
         "--ondisk-vectors",
         type=int,
         default=10_000_000,
-        help="vectors for ondisk-scale (10M: 10 GB of float16 files and 3 GB of index in "
+        help="vectors for ondisk-scale (10M: 10 GB of float16 files and 5 GB of index in "
         "bench/data/scale, about 30 min)",
     )
     parser.add_argument(

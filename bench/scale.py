@@ -47,7 +47,7 @@ class ScaleTiming:
     vectors: int
     clusters: int
     lists: int
-    pq_bytes: int
+    codes: str
     probes: int  # the index's own
     build_s: float
     train_s: float
@@ -337,14 +337,14 @@ def time_scale(count: int, clusters: int = 2000, scratch: Path | None = None) ->
         index, shards, queries, truth, own
     )
     size = sum(path.stat().st_size for path in index_folder.iterdir() if path.is_file())
-    pq = faiss_pq_bytes(index)
+    codes = faiss_codes(index_file)
     del index
     cold = cold_seconds(index_file, folder, queries[0])
     return ScaleTiming(
         count,
         clusters,
         int(faiss_lists(index_file)),
-        pq,
+        codes,
         own,
         built["seconds"],
         built["train_s"],
@@ -365,10 +365,11 @@ def faiss_probes(index: object) -> int:
     return int(faiss.extract_index_ivf(index).nprobe)
 
 
-def faiss_pq_bytes(index: object) -> int:
-    import faiss
+def faiss_codes(index_file: Path) -> str:
+    from clipcli.store import ondisk_ivfpq
 
-    return int(faiss.downcast_index(index).pq.M)
+    shape = ondisk_ivfpq.trained_shape(index_file)
+    return shape.codes if shape else "?"
 
 
 def faiss_lists(index_file: Path) -> int:

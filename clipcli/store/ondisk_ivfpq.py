@@ -1,12 +1,13 @@
-"""An index that outgrows memory: inverted lists of product-quantised codes kept on disk.
+"""An index that outgrows memory: inverted lists of quantised codes kept on disk.
 
-Built the way clip-retrieval and autofaiss build theirs: `IVF{lists},PQ{m}` trained on a sample,
-filled chunk by chunk into shard indexes, whose lists are merged into one `.ivfdata` file as
-faiss.contrib.ondisk.merge_ondisk merges them (ondisk_lists, in bounded memory); a search maps
-that file and reads only the lists it probes, so memory holds the coarse centroids and the
-codebooks whatever the number of vectors.
+Built the way clip-retrieval and autofaiss build theirs: `IVF{lists},{codes}` trained on a
+sample, filled chunk by chunk into shard indexes, whose lists are merged into one `.ivfdata`
+file as faiss.contrib.ondisk.merge_ondisk merges them (ondisk_lists, in bounded memory); a
+search maps that file and reads only the lists it probes, so memory holds the coarse centroids
+and the quantizer whatever the number of vectors. The codes are 8-bit scalar (CODES, a byte
+per dimension) rather than product-quantised: the measurements are by CODES.
 
-Three files sit beside each other: the index file (`vectors.faiss`: centroids, codebooks and
+Three files sit beside each other: the index file (`vectors.faiss`: centroids, quantizer and
 where each list lies), the lists (`vectors.<token>.ivfdata`, a new name for every build, so
 that the index file, renamed into place last, always names lists that match it) and the
 trained, empty index (`vectors.trained.faiss`) that rebuilds reuse instead of training again.
@@ -47,8 +48,15 @@ MIN_PER_LIST = 39
 # Coarse k-means on 64 points per list and 10 rounds, as the in-memory IVF layout trains:
 # 4,096 lists (10M vectors) train in about 2.5 min on two cores.
 TRAIN_PER_LIST = 64
-# Each sub-quantizer's k-means on 64 points per centroid (16,384) and 10 rounds, not faiss's
-# 256 and 25: 256 of them over 2-d slices took 200 s to train on two cores, ...
+# The codes every vector is stored as: a byte per dimension (faiss's 8-bit scalar quantizer,
+# 520 bytes a 512-d vector with its id), not product quantisation's byte per 2 dimensions.
+# Measured on 1M clustered 512-d vectors as dense as the bench's 10M (bench/scale.py),
+# recall@10 against exact search at 8 probes of 1,024 lists: SQ8 0.966 (0.7 ms a query, 13 s
+# to build), PQ256 (264 bytes) 0.771 (1.6 ms, 48 s), SQ4 0.64, PQ512x4fs 0.45. Only SQ8 finds
+# 90% of the true top 10 without re-ranking; its twice as many bytes are on disk, not in RAM.
+CODES = "SQ8"
+# Product quantizers (codes "PQ..."), which tests use for coarse codes: each sub-quantizer's
+# k-means on 64 points per centroid and 10 rounds, not faiss's 256 and 25.
 PQ_TRAIN_PER_CODE = 64
 PQ_TRAIN_POINTS = 256 * PQ_TRAIN_PER_CODE
 ADD_BLOCK = 65_536  # rows converted to float32 and added at once: 128 MB at 512-d
@@ -56,69 +64,51 @@ ADD_BLOCK = 65_536  # rows converted to float32 and added at once: 128 MB at 512
 
 @dataclass(frozen=True)
 class Shape:
-    """How an index is laid out: lists, bytes (sub-quantizers) and bits per sub-code, probes."""
+    """How an index is laid out: its vectors' size, lists, codes (a faiss factory's suffix:
+    SQ8, or PQ{m}x{bits}) and the lists a search probes."""
 
     dim: int
     lists: int
-    pq_bytes: int
-    nbits: int
+    codes: str
     probes: int
 
     @property
     def factory(self) -> str:
-        return f"IVF{self.lists},PQ{self.pq_bytes}x{self.nbits}"
+        return f"IVF{self.lists},{self.codes}"
 
     @classmethod
     def for_count(
-        cls, count: int, dim: int, *, lists: int | None = None, pq_bytes: int | None = None
+        cls, count: int, dim: int, *, lists: int | None = None, codes: str = CODES
     ) -> Shape:
-        """The shape for `count` vectors of `dim` (see lists_for, pq_bytes_for, probes_for);
-        below 256 vectors each sub-quantizer gets fewer centroids, as many as can be trained."""
+        """The shape for `count` vectors of `dim` (see lists_for and probes_for)."""
         lists = lists or lists_for(count)
-        nbits = max(1, min(8, int(math.log2(max(count, 2)))))
-        return cls(dim, lists, pq_bytes or pq_bytes_for(dim), nbits, probes_for(lists))
+        return cls(dim, lists, codes, probes_for(lists))
 
 
 def lists_for(count: int) -> int:
     """About sqrt(N) lists as a power of two, and never under MIN_PER_LIST vectors a list.
 
     faiss's guideline is 4-16 sqrt(N), but assigning each vector costs a scan of the
-    centroids: at 10M vectors 4,096 lists take ~17 min to fill on two cores, 4 sqrt(N) (16,384)
-    would take over an hour and train 4x longer. The lists are not where recall is lost here:
-    at 1M clustered vectors recall@10 was the same from 8 to 64 probes of 1,024 lists; the
-    codes are (bench/scale.py).
+    centroids, 4x more of them at 4 sqrt(N), in training as in filling, and the lists are not
+    where recall is lost here: at 1M clustered vectors recall@10 was the same from 8 to 64
+    probes of 1,024 lists (bench/scale.py); the codes are what lose it.
     """
     target = 2 ** round(math.log2(max(count, 1) ** 0.5))
     return max(1, min(target, count // MIN_PER_LIST))
 
 
-def pq_bytes_for(dim: int) -> int:
-    """Sub-quantizers (a byte each): one per 2 dimensions, 256 for CLIP's 512 (264 bytes a
-    vector with its id).
-
-    Measured at 1M clustered 512-d vectors as dense as 10M of the bench's (a Gaussian mixture
-    of 200 components), recall@10 against exact search, alone / re-ranking the 100 best:
-    2 dimensions a byte 0.78 / 1.00, 4 (PQ128) 0.39 / 0.87, 8 (PQ64) 0.12 / 0.44. Where the
-    spread within a cluster falls off with the dimension (variance ~ 1/i, more like real
-    embeddings), PQ128 reached 0.59 / 0.997 and PQ64 0.34 / 0.87: 256 is what the bench's
-    harder mixture needs for re-ranking 100 to find 97% of the true top 10.
-    """
-    wanted = max(1, dim // 2)
-    return max(m for m in range(1, wanted + 1) if dim % m == 0)
-
-
 def probes_for(lists: int) -> int:
     """Lists scanned per query: 1/256 of them, at least 8 (all of them when fewer).
 
-    The time goes to scanning codes, about 0.4 us per 256-byte code on two cores: at 1M
-    vectors (1,024 lists) 8 probes answered in 3 ms, 16 in 4 ms, 32 in 8 ms, with the same
-    recall@10 at 4 to 32 probes; at 10M (4,096 lists) 16 probes scan 39k codes, about 10 ms.
+    At 1M vectors (1,024 lists) recall@10 was the same at 8, 16 and 32 probes, each doubling
+    the time; at 10M (4,096 lists) 16 probes scan about 39k codes.
     """
     return min(lists, max(8, lists // 256))
 
 
 def sample_size(count: int, lists: int) -> int:
-    """Training vectors worth drawing: what the coarse k-means and the codebooks each use."""
+    """Training vectors worth drawing: what the coarse k-means uses (and, for product
+    quantizers, their codebooks)."""
     return min(count, max(lists * TRAIN_PER_LIST, PQ_TRAIN_POINTS))
 
 
@@ -130,21 +120,21 @@ def trained_file(index_file: Path) -> Path:
 
 
 def train(sample: Rows, shape: Shape) -> Any:
-    """An empty index of `shape`, its coarse centroids and codebooks trained on `sample`."""
+    """An empty index of `shape`, its coarse centroids and codes trained on `sample`."""
     import faiss
 
     index = faiss.index_factory(shape.dim, shape.factory, faiss.METRIC_INNER_PRODUCT)
-    pq_index = faiss.downcast_index(index)
-    # Polysemous training (on by default) only serves Hamming-filtered search, which inner
-    # products do not use, and it tripled the training time.
-    pq_index.do_polysemous_training = False
     index.cp.max_points_per_centroid = TRAIN_PER_LIST
     index.cp.niter = 10
     # The sizes are chosen to be trainable: faiss's warnings about them would only be noise.
     index.cp.min_points_per_centroid = 1
-    pq_index.pq.cp.min_points_per_centroid = 1
-    pq_index.pq.cp.max_points_per_centroid = PQ_TRAIN_PER_CODE
-    pq_index.pq.cp.niter = 10
+    if isinstance(index, faiss.IndexIVFPQ):
+        # Polysemous training (on by default) only serves Hamming-filtered search, which inner
+        # products do not use, and it tripled the training time.
+        index.do_polysemous_training = False
+        index.pq.cp.min_points_per_centroid = 1
+        index.pq.cp.max_points_per_centroid = PQ_TRAIN_PER_CODE
+        index.pq.cp.niter = 10
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.nprobe = shape.probes
     return index
@@ -152,33 +142,61 @@ def train(sample: Rows, shape: Shape) -> Any:
 
 def trained_shape(index_file: Path) -> Shape | None:
     """The shape of the trained index saved beside `index_file`, if one reads back."""
-    import faiss
-
     try:
         index = _read(trained_file(index_file))
     except (OSError, RuntimeError):
         return None
-    pq = faiss.downcast_index(index).pq
-    return Shape(index.d, index.nlist, pq.M, pq.nbits, index.nprobe)
+    return Shape(index.d, index.nlist, _codes(index), index.nprobe)
+
+
+def _codes(index: Any) -> str:
+    import faiss
+
+    if isinstance(index, faiss.IndexIVFPQ):
+        return f"PQ{index.pq.M}x{index.pq.nbits}"
+    if isinstance(index, faiss.IndexIVFScalarQuantizer) and (
+        index.sq.qtype == faiss.ScalarQuantizer.QT_8bit
+    ):
+        return "SQ8"
+    return type(index).__name__  # of no build here: never the same codes as one
 
 
 def add_shard(trained: Path, chunk: Chunk, out: Path) -> int:
     """Fill a copy of the trained index with one chunk and write it to `out`; its count.
 
-    A plain function of paths and arrays, so that any pool (threads here, processes or Ray
-    tasks elsewhere) can run one per shard: only one chunk, and one block of it in float32,
-    is in memory at a time.
+    A plain function of paths and arrays, so that a pool of threads can run one per shard:
+    only one chunk, and one block of it in float32, is in memory at a time.
     """
     index = _read(trained)
-    ids, rows = chunk
-    for start in range(0, len(ids), ADD_BLOCK):
-        block = np.ascontiguousarray(rows[start : start + ADD_BLOCK], dtype=np.float32)
-        index.add_with_ids(block, np.ascontiguousarray(ids[start : start + ADD_BLOCK], np.int64))
+    fill(index, chunk)
     _write(index, out)
     return int(index.ntotal)
 
 
-AddShards = Callable[[Callable[[Path, Chunk, Path], int], Iterable[ShardJob]], object]
+def fill(index: Any, chunk: Chunk) -> None:
+    """Add one chunk's vectors to a trained index, a block at a time in float32 (a chunk of
+    float16 rows, memory-mapped, is never converted whole)."""
+    ids, rows = chunk
+    for start in range(0, len(ids), ADD_BLOCK):
+        block = np.ascontiguousarray(rows[start : start + ADD_BLOCK], dtype=np.float32)
+        index.add_with_ids(block, np.ascontiguousarray(ids[start : start + ADD_BLOCK], np.int64))
+
+
+def filled_copy(trained: npt.NDArray[np.uint8], chunk: Chunk) -> npt.NDArray[np.uint8]:
+    """add_shard for a worker that shares no disk with the build: the trained index's bytes
+    (its file's, as faiss.serialize_index writes them) in, the filled shard's bytes out, its
+    additions on one thread (the worker is given one core)."""
+    import faiss
+
+    index = faiss.deserialize_index(trained)
+    faiss.omp_set_num_threads(1)
+    fill(index, chunk)
+    return faiss.serialize_index(index)
+
+
+# Fills every job's shard file (trained index, chunk, shard file to write) before it returns:
+# another engine's way of running add_shard, such as Ray tasks (clipcli.cluster.ray_shards).
+AddShards = Callable[[Iterable[ShardJob]], None]
 
 
 def build(
@@ -189,7 +207,7 @@ def build(
     dim: int,
     count: int,
     lists: int | None = None,
-    pq_bytes: int | None = None,
+    codes: str = CODES,
     workers: int = 1,
     add_in_parallel: AddShards | None = None,
 ) -> Any:
@@ -198,8 +216,8 @@ def build(
 
     The coarse quantizer and codebooks are trained on `sample`, or, with no sample, taken from
     the trained index an earlier build saved (a rebuild that needs no training). Each chunk
-    fills a shard (`workers` at a time; `add_in_parallel(add_shard, jobs)` may run the jobs
-    elsewhere instead, returning once every shard is written), the shards' lists are merged
+    fills a shard (`workers` at a time; `add_in_parallel(jobs)` may fill them elsewhere
+    instead, returning once every shard is written), the shards' lists are merged
     into one file on disk, and the files are renamed into place only at the end: a build that
     fails leaves the previous index as it was.
     """
@@ -210,7 +228,7 @@ def build(
         if sample is None:
             shutil.copyfile(trained_file(index_file), trained)
         else:
-            shape = Shape.for_count(count, dim, lists=lists, pq_bytes=pq_bytes)
+            shape = Shape.for_count(count, dim, lists=lists, codes=codes)
             _write(train(sample, shape), trained)
         shards = _fill_shards(trained, chunks, scratch, workers, add_in_parallel)
         lists_name = _new_lists_name(index_file)
@@ -238,12 +256,7 @@ def catch_up(index_file: Path, index: Any, changed: Chunk, stale: Ids) -> Any:
     scratch = Path(tempfile.mkdtemp(prefix=f".{index_file.stem}-update-", dir=folder))
     try:
         fresh = _read(trained_file(index_file))
-        ids, rows = changed
-        for start in range(0, len(ids), ADD_BLOCK):
-            block = np.ascontiguousarray(rows[start : start + ADD_BLOCK], dtype=np.float32)
-            fresh.add_with_ids(
-                block, np.ascontiguousarray(ids[start : start + ADD_BLOCK], np.int64)
-            )
+        fill(fresh, changed)
         added = faiss.extract_index_ivf(fresh).invlists
         lists_name = _new_lists_name(index_file)
         with _faiss_folder(scratch) as where:
@@ -277,7 +290,7 @@ def _fill_shards(
     if add_in_parallel is None:
         _bounded_map(add_shard, jobs(), workers)
     else:
-        add_in_parallel(add_shard, jobs())
+        add_in_parallel(jobs())
     missing = [shard.name for shard in shards if not shard.is_file()]
     if missing:
         raise RuntimeError(f"shards not written: {', '.join(missing[:3])}")

@@ -46,7 +46,7 @@ def merged(sources: Sequence[Any], name: str, *, stale: Ids | None = None) -> An
         if number in kept:
             sizes[number] -= first.list_size(number) - int(np.count_nonzero(kept[number]))
     lists = faiss.OnDiskInvertedLists(nlist, code_size, name)
-    with c_output_to_stderr():  # it prints as it sizes the file
+    with c_output_dropped():  # it prints as it sizes the file
         lists.set_all_lists_sizes(faiss.swig_ptr(sizes))
         lists.update_totsize(max(1, int(sizes.sum()) * (ID_BYTES + code_size)))
     written = 0
@@ -122,16 +122,19 @@ def release(lists: Any) -> None:
 
 
 @contextlib.contextmanager
-def c_output_to_stderr() -> Iterator[None]:
-    """Send what C code prints to stderr while inside: OnDiskInvertedLists prints a line as it
-    sizes its file, which must not land among the results on stdout (`--json`)."""
+def c_output_dropped() -> Iterator[None]:
+    """Drop what C code prints on stdout while inside: OnDiskInvertedLists prints a line
+    ("resizing PATH to N bytes") as it sizes its file, which must land neither among the
+    results on stdout (`--json`) nor beside the progress bar on stderr."""
     sys.stdout.flush()
     saved = os.dup(1)
-    os.dup2(2, 1)
+    sink = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(sink, 1)
+    os.close(sink)
     try:
         yield
     finally:
-        _libc().fflush(None)  # printf's buffer, while fd 1 is still stderr
+        _libc().fflush(None)  # printf's buffer, while fd 1 is still the sink
         os.dup2(saved, 1)
         os.close(saved)
 

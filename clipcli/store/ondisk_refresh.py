@@ -20,25 +20,31 @@ import numpy as np
 from clipcli.errors import ClipcliError
 from clipcli.store import ondisk_ivfpq
 from clipcli.store.catalog import Catalog
-from clipcli.store.ondisk_ivfpq import Chunk, Shape
+from clipcli.store.ondisk_ivfpq import AddShards, Chunk, Shape
 
 BLOCK = 100_000  # vectors read from the catalog at a time: 200 MB of float32 at 512-d
 SAMPLE_SEED = 0  # the same catalog trains the same index
 
 
 def refreshed(
-    index_file: Path, catalog: Catalog, saved: tuple[Any, int] | None, *, in_place: bool
+    index_file: Path,
+    catalog: Catalog,
+    saved: tuple[Any, int] | None,
+    *,
+    in_place: bool,
+    add_shards: AddShards | None = None,
 ) -> Any:
     """The on-disk index of the catalog's current contents, memory-mapped; `saved` is the mapped
     index found at `index_file` and the generation it reflects, if any.
 
     Without `in_place` (a reader, such as the server, that must not write the index folder;
     or a folder it cannot write), the new files go to a private temporary folder, deleted once
-    the index is mapped: the mapping outlives the names.
+    the index is mapped: the mapping outlives the names. A build fills its shards with
+    `add_shards` where given (ondisk_ivfpq.build's add_in_parallel), here otherwise.
     """
     if in_place:
         try:
-            return _refreshed_at(index_file, catalog, saved)
+            return _refreshed_at(index_file, catalog, saved, add_shards)
         except PermissionError:
             pass
     with tempfile.TemporaryDirectory(prefix="clipcli-index-") as scratch:
@@ -47,7 +53,7 @@ def refreshed(
         if trained.is_file():
             shutil.copyfile(trained, ondisk_ivfpq.trained_file(private))
         try:
-            return _refreshed_at(private, catalog, saved)
+            return _refreshed_at(private, catalog, saved, add_shards)
         except OSError as exc:
             raise ClipcliError(
                 f"cannot build the on-disk index in {scratch} ({exc.strerror or exc})",
@@ -55,7 +61,12 @@ def refreshed(
             ) from None
 
 
-def _refreshed_at(index_file: Path, catalog: Catalog, saved: tuple[Any, int] | None) -> Any:
+def _refreshed_at(
+    index_file: Path,
+    catalog: Catalog,
+    saved: tuple[Any, int] | None,
+    add_shards: AddShards | None,
+) -> Any:
     count = catalog.count()
     dim = dimension(catalog)
     shape = Shape.for_count(count, dim)
@@ -72,7 +83,8 @@ def _refreshed_at(index_file: Path, catalog: Catalog, saved: tuple[Any, int] | N
         dim=dim,
         count=count,
         lists=shape.lists,
-        pq_bytes=shape.pq_bytes,
+        codes=shape.codes,
+        add_in_parallel=add_shards,
     )
 
 
@@ -80,12 +92,7 @@ def _same_codes(trained: Shape | None, wanted: Shape) -> bool:
     """Whether the trained index can serve: the same lists and codes (probes may differ)."""
     if trained is None:
         return False
-    return (trained.dim, trained.lists, trained.pq_bytes, trained.nbits) == (
-        wanted.dim,
-        wanted.lists,
-        wanted.pq_bytes,
-        wanted.nbits,
-    )
+    return (trained.dim, trained.lists, trained.codes) == (wanted.dim, wanted.lists, wanted.codes)
 
 
 def _caught_up(index_file: Path, index: Any, generation: int, catalog: Catalog) -> Any | None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from clipcli.errors import UsageError
 from clipcli.store import ondisk_ivfpq, ondisk_refresh
 from clipcli.store.catalog import Catalog
 from clipcli.store.catalog_filters import sorted_unique
@@ -44,7 +45,8 @@ STAMP_FORMAT = 2
 # What `clipcli index --layout` takes: auto chooses by size and memory (layout_for).
 LAYOUTS = ("auto", "flat", "ivfpq")
 RAM_VARIABLE = "CLIPCLI_RAM_BYTES"  # the memory to plan for, instead of the machine's
-# Product quantisation needs two vectors to train on; a single one is searched exactly.
+# The codes' quantizer learns each dimension's range from the vectors: a single one is
+# searched exactly.
 ONDISK_MIN = 2
 
 Scores = npt.NDArray[np.float32]
@@ -134,14 +136,21 @@ def _load_saved(folder: Path, catalog_id: str) -> tuple[Any, int] | None:
     return (index, int(stamp["generation"])) if index.ntotal == stamp.get("count") else None
 
 
-def refresh(folder: Path, catalog: Catalog, *, save_to_folder: bool = True) -> Any:
+def refresh(
+    folder: Path,
+    catalog: Catalog,
+    *,
+    save_to_folder: bool = True,
+    add_shards: ondisk_ivfpq.AddShards | None = None,
+) -> Any:
     """The index for the catalog's current contents, brought up to date and saved if needed.
 
     A saved index of an earlier generation catches up in place (the vectors written since are
     replaced or added, the ones gone are removed), which at IVF sizes spares retraining the
     lists; a new layout (Flat to IVF, a list count the collection has outgrown, or the layout
     the user asked for), a new vector size or an unreadable file means building from SQLite.
-    An on-disk index is kept up to date by ondisk_refresh, and returned memory-mapped.
+    An on-disk index is kept up to date by ondisk_refresh, and returned memory-mapped; a build
+    of one fills its shards with `add_shards` where given (another engine's workers).
 
     Without `save_to_folder` the index is brought up to date in memory only (an on-disk one in
     a private temporary folder): for a reader that keeps it (the server) while an index run,
@@ -157,7 +166,7 @@ def refresh(folder: Path, catalog: Catalog, *, save_to_folder: bool = True) -> A
         return saved[0]
     if wanted == "ivfpq":
         index = ondisk_refresh.refreshed(
-            folder / INDEX_FILE, catalog, saved, in_place=save_to_folder
+            folder / INDEX_FILE, catalog, saved, in_place=save_to_folder, add_shards=add_shards
         )
         if save_to_folder:
             with contextlib.suppress(OSError):
@@ -209,6 +218,12 @@ def layout_for(count: int, dim: int, asked: str = "auto") -> str:
     if asked == "ivfpq" or count * dim * 4 > ram_bytes() / 4:
         return "ivfpq"
     return "flat" if count <= EXACT_LIMIT else "ivf"
+
+
+def check_layout(layout: str | None) -> None:
+    """A UsageError for a layout that is not one of LAYOUTS (None: none asked for)."""
+    if layout is not None and layout not in LAYOUTS:
+        raise UsageError(f"unknown layout '{layout}'", hint="use " + ", ".join(LAYOUTS))
 
 
 def ram_bytes() -> int:
