@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipcli.cluster import ray_embed, ray_session
+from clipcli.cluster import ray_embed, ray_session, ray_shards
 from clipcli.encoders import text_tower
 from clipcli.encoders.batching import embed_files
 from clipcli.encoders.calibration import USER_PHOTOS
@@ -143,10 +143,7 @@ def update_index(
     """
     started = time.perf_counter()
     _check_engine(engine, address)
-    if layout is not None and layout not in vector_index.LAYOUTS:
-        raise UsageError(
-            f"unknown layout '{layout}'", hint="use " + ", ".join(vector_index.LAYOUTS)
-        )
+    vector_index.check_layout(layout)
     for root in roots:
         if not root.is_dir():
             raise UsageError(f"{root}: not a folder")
@@ -263,7 +260,8 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job, cluster: ExitSt
     if job.layout is not None and job.layout != catalog.layout():
         catalog.set_layout(job.layout)
     if not job.embeddings_only:
-        vector_index.refresh(folder, catalog)
+        on_ray = ray_shards.shard_filler(job.address) if job.engine == "ray" else None
+        vector_index.refresh(folder, catalog, add_shards=on_ray)
     if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
         text_tower.prepare_fast_search(encoder.loaded)
     return report

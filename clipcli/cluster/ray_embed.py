@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,7 +77,7 @@ def embed_files_on_ray(
     chunks = [[str(p) for p in paths[i : i + batch_size]] for i in range(0, len(paths), batch_size)]
     with ray_session.connected(address):
         dataset = _embedding(encoder, precision, chunks, picture_hashes)
-        with _cluster_failures():
+        with ray_session.cluster_failures():
             for row in dataset.iter_rows():
                 if row["error"]:
                     failure = UsageError if row["usage"] else ClipcliError
@@ -261,21 +260,3 @@ def _batch(row: dict[str, Any], picture_hashes: bool) -> RayBatch:
         backend=str(row["backend"]),
         node=str(row["node"]),
     )
-
-
-@contextmanager
-def _cluster_failures() -> Iterator[None]:
-    """The cluster failing past what Ray retries (every node gone, say) as a one-line error;
-    a bug in the code the workers run keeps its traceback."""
-    import ray.exceptions
-
-    try:
-        yield
-    except ray.exceptions.RayTaskError:
-        raise
-    except ray.exceptions.RayError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClipcliError(
-            f"the Ray cluster failed: {first}",
-            hint="Ray's logs are in /tmp/ray/session_latest/logs on the head node",
-        ) from None

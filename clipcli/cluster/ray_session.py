@@ -191,3 +191,21 @@ def _ray_data_consoles() -> list[logging.Handler]:
         if isinstance(handler, logging.StreamHandler)
         and not isinstance(handler, logging.FileHandler)
     ]
+
+
+@contextmanager
+def cluster_failures() -> Iterator[None]:
+    """The cluster failing past what Ray retries (every node gone, say) as a one-line error;
+    a bug in the code the workers run keeps its traceback."""
+    import ray.exceptions
+
+    try:
+        yield
+    except ray.exceptions.RayTaskError:
+        raise
+    except ray.exceptions.RayError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClipcliError(
+            f"the Ray cluster failed: {first}",
+            hint="Ray's logs are in /tmp/ray/session_latest/logs on the head node",
+        ) from None
