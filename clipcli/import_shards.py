@@ -70,15 +70,19 @@ def import_shards(
     *,
     model: str | None = None,
     pretrained: str | None = None,
+    layout: str | None = None,
     progress: ProgressReporter | None = None,
 ) -> ImportReport:
-    """Build the index in `folder`, which must hold no photos, from the shards in `source`.
+    """Build the index in `folder`, which must hold no photos, from the shards in `source`,
+    laid out as `layout` asks (vector_index.LAYOUTS; None: as the index folder recorded, auto
+    at first).
 
     The model is the manifest's; `model` and `pretrained`, if given, must name the same one
     (ModelMismatchError otherwise), and shards without a manifest need them. A failed import
     leaves the index folder as it found it.
     """
     started = time.perf_counter()
+    vector_index.check_layout(layout)
     require_pyarrow()
     shards = open_shards(source)
     if shards.manifest is not None and not shards.manifest.complete:
@@ -101,6 +105,8 @@ def import_shards(
         with _undone_on_failure(folder, catalog):
             catalog.set_model(spec.name, spec.pretrained, spec.weights_id)
             _add_rows(shards, last, catalog, progress or NoProgress(), report)
+            if layout is not None:
+                catalog.set_layout(layout)
             vector_index.refresh(folder, catalog)
         report.total = catalog.count()
     index_registry.register(folder)

@@ -28,6 +28,7 @@ from clipcli.cli.options import (
     JsonOption,
     LabelsFileOption,
     LabelsOption,
+    LayoutOption,
     MinScoreOption,
     ModelOption,
     MultiOption,
@@ -240,18 +241,7 @@ def index(
     ] = False,
     engine: EngineOption = "local",
     address: AddressOption = None,
-    layout: Annotated[
-        str | None,
-        typer.Option(
-            "--layout",
-            metavar="[auto|flat|ivfpq]",
-            help="How the vector index is laid out, remembered for the index: auto is exact "
-            "up to 200k photos, then compressed in memory, then on disk once the vectors would "
-            "fill a quarter of the memory; flat is always exact; ivfpq is compressed on disk "
-            "and memory-mapped. [default: as before, auto at first]",
-            show_default=False,
-        ),
-    ] = None,
+    layout: LayoutOption = None,
 ) -> None:
     """Add the photos under FOLDERS to the index; re-runs only embed what changed."""
     from clipcli.cli import render

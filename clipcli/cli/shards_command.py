@@ -18,6 +18,7 @@ from clipcli.cli.options import (
     DeviceOption,
     EngineOption,
     IndexOption,
+    LayoutOption,
     ModelOption,
     PlainJsonOption,
     PrecisionOption,
@@ -105,6 +106,7 @@ def import_command(
             show_default=False,
         ),
     ] = None,
+    layout: LayoutOption = None,
     json_output: PlainJsonOption = False,
 ) -> None:
     """Build a new index from shards; those without clipcli's manifest (clip-retrieval's)
@@ -115,7 +117,12 @@ def import_command(
 
     with render.progress_for(stderr, enabled=not json_output) as progress:
         report = import_shards(
-            source, resolve_index(index_dir), model=model, pretrained=pretrained, progress=progress
+            source,
+            resolve_index(index_dir),
+            model=model,
+            pretrained=pretrained,
+            layout=layout,
+            progress=progress,
         )
     data = asdict(report)
     _write(

@@ -132,6 +132,26 @@ def test_search_on_the_imported_index_finds_what_the_original_finds(cli, indexed
     assert "red-star" in Path(imported[0]["path"]).name
 
 
+def test_import_with_the_on_disk_layout_finds_what_the_original_finds(cli, indexed, tmp_path):
+    import json
+
+    export(cli, indexed, tmp_path / "shards")
+    import_(cli, tmp_path / "shards", tmp_path / "imported", "--layout", "ivfpq")
+
+    stamp = json.loads((tmp_path / "imported" / "vectors.json").read_text())
+    assert stamp["layout"] == "ivfpq" and list((tmp_path / "imported").glob("*.ivfdata"))
+    _, original = cli.json("search", QUERY, "--index", indexed, "--top-k", "5")
+    _, imported = cli.json("search", QUERY, "--index", tmp_path / "imported", "--top-k", "5")
+    assert [hit["path"] for hit in imported] == [hit["path"] for hit in original]
+
+
+def test_import_refuses_an_unknown_layout_before_it_writes(cli, indexed, tmp_path):
+    export(cli, indexed, tmp_path / "shards")
+    result = cli("import", tmp_path / "shards", "--index", tmp_path / "new", "--layout", "hnsw")
+    assert result.exit_code == 2 and "unknown layout 'hnsw'" in result.stderr
+    assert snapshot(tmp_path / "new") is None
+
+
 def test_indexing_the_photos_again_after_an_import_embeds_nothing(cli, indexed, tmp_path, library):
     export(cli, indexed, tmp_path / "shards")
     import_(cli, tmp_path / "shards", tmp_path / "imported")
