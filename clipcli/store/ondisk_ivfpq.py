@@ -334,7 +334,9 @@ def _merge(trained: Path, shards: list[Path], scratch: Path, lists_name: str) ->
         # Mapped as merge_ondisk maps them, so that the shards need not fit in memory either.
         mapped = [faiss.read_index(f"{where}/{shard.name}", faiss.IO_FLAG_MMAP) for shard in shards]
         lists = ondisk_lists.merged(
-            [faiss.extract_index_ivf(shard).invlists for shard in mapped], f"{where}/{lists_name}"
+            [faiss.extract_index_ivf(shard).invlists for shard in mapped],
+            f"{where}/{lists_name}",
+            file_mapped=True,
         )
     _switch_lists(index, lists, lists_name)
     _write(index, scratch / "index.faiss")

@@ -28,12 +28,18 @@ RELEASE_BYTES = 256 * 2**20  # written between two hand-backs of the mapped page
 ID_BYTES = 8
 
 
-def merged(sources: Sequence[Any], name: str, *, stale: Ids | None = None) -> Any:
+def merged(
+    sources: Sequence[Any], name: str, *, stale: Ids | None = None, file_mapped: bool = False
+) -> Any:
     """New OnDiskInvertedLists at `name` (a path faiss can open) whose list j holds list j of
     each source in turn; the first source's entries with an id in `stale` are left out.
 
     The sources may be any inverted lists of the same shape: shards' lists memory-mapped
     (faiss.read_index with IO_FLAG_MMAP), an index's on-disk lists, or lists in memory.
+    `file_mapped` says that every source is a read-only mapping of a file (the shards): their
+    pages are then handed back as the merge's own are, which faiss's own lists of that kind
+    cannot do (at 10M vectors the shards' 5.2 GB of pages would otherwise all count in RSS).
+    Lists in memory must never be handed back: their pages would read back as zeros.
     """
     import faiss
 
@@ -49,6 +55,7 @@ def merged(sources: Sequence[Any], name: str, *, stale: Ids | None = None) -> An
     with c_output_dropped():  # it prints as it sizes the file
         lists.set_all_lists_sizes(faiss.swig_ptr(sizes))
         lists.update_totsize(max(1, int(sizes.sum()) * (ID_BYTES + code_size)))
+    spans = [_Span() for _ in sources] if file_mapped else []
     written = 0
     for number in range(nlist):
         at = 0
@@ -59,16 +66,48 @@ def merged(sources: Sequence[Any], name: str, *, stale: Ids | None = None) -> An
             if place == 0 and number in kept:
                 at += _copy_kept(source, number, kept[number], lists, at)
             else:
-                lists.update_entries(
-                    number, at, count, source.get_ids(number), source.get_codes(number)
-                )
+                ids, codes = source.get_ids(number), source.get_codes(number)
+                lists.update_entries(number, at, count, ids, codes)
                 at += count
+                if spans:
+                    spans[place].cover(ids, count * ID_BYTES)
+                    spans[place].cover(codes, count * code_size)
         written += at * (ID_BYTES + code_size)
-        if written >= RELEASE_BYTES:
+        if written >= RELEASE_BYTES or number == nlist - 1:
             for mapped in (lists, *sources):
                 release(mapped)
+            for span in spans:
+                span.hand_back()
             written = 0
     return lists
+
+
+class _Span:
+    """The addresses a read-only file mapping was read at, to hand its pages back in one
+    call: the kernel maps the pages around each one read too (fault-around, 64 KB), so lists
+    smaller than that, handed back one by one, would stay mapped all the same."""
+
+    def __init__(self) -> None:
+        self.start: int | None = None
+        self.end = 0
+
+    def cover(self, pointer: Any, size: int) -> None:
+        import faiss
+
+        if not size:
+            return
+        address = faiss.rev_swig_ptr(pointer, 1).ctypes.data
+        self.start = address if self.start is None else min(self.start, address)
+        self.end = max(self.end, address + size)
+
+    def hand_back(self) -> None:
+        """MADV_DONTNEED over the pages read so far: a later read maps them again from the
+        file (never do this to memory that is not a file's: it would read back as zeros)."""
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if advice is None or self.start is None:
+            return
+        first = self.start - self.start % mmap.PAGESIZE
+        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(self.end - first), advice)
 
 
 def _kept_entries(lists: Any, stale: Ids) -> dict[int, npt.NDArray[np.bool_]]:
