@@ -12,9 +12,8 @@ import contextlib
 import os
 import secrets
 import shutil
-import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,13 +32,10 @@ from clipcli.shards.layout import (
 from clipcli.shards.skipped import NOT_UTF8, Skipped, storable_path
 from clipcli.shards.writer import ShardWriter
 from clipcli.store.catalog import CATALOG_FILE, Catalog
-from clipcli.store.catalog_schema import DATED_SCHEMA
 from clipcli.store.index_folder import LOCK_FILE
 
 # Photos read from the catalog at a time: 4096 vectors of 1024 dimensions are 16 MB.
 READ_BLOCK = 4096
-
-DatesFor = Callable[[Sequence[int]], dict[int, "float | None"]]
 
 
 @dataclass
@@ -142,47 +138,18 @@ def _no_index_run(folder: Path) -> Iterator[None]:
 def _write_rows(catalog: Catalog, writer: ShardWriter, progress: ProgressReporter) -> list[Skipped]:
     """Every photo, a block at a time, with its file's stats, hash and date."""
     skipped: list[Skipped] = []
-    with _dates_reader(catalog) as dates_for:
-        for ids, vectors in catalog.vector_blocks(READ_BLOCK):
-            entries = catalog.entries_for(ids.tolist())
-            dates = dates_for(ids.tolist())
-            rows, kept = [], []
-            for position, id_ in enumerate(ids.tolist()):
-                entry = entries[id_]
-                if not storable_path(entry.path):
-                    skipped.append(Skipped(entry.path, NOT_UTF8))
-                    continue
-                row = ShardRow(entry.path, entry.sha256, entry.size, entry.mtime_ns, dates[id_])
-                rows.append(row)
-                kept.append(position)
-            writer.add(rows, vectors[kept])
-            progress.advance(len(ids))
+    for ids, vectors in catalog.vector_blocks(READ_BLOCK):
+        entries = catalog.entries_for(ids.tolist())
+        dates = catalog.dates_for(ids.tolist())
+        rows, kept = [], []
+        for position, id_ in enumerate(ids.tolist()):
+            entry = entries[id_]
+            if not storable_path(entry.path):
+                skipped.append(Skipped(entry.path, NOT_UTF8))
+                continue
+            row = ShardRow(entry.path, entry.sha256, entry.size, entry.mtime_ns, dates[id_])
+            rows.append(row)
+            kept.append(position)
+        writer.add(rows, vectors[kept])
+        progress.advance(len(ids))
     return skipped
-
-
-@contextlib.contextmanager
-def _dates_reader(catalog: Catalog) -> Iterator[DatesFor]:
-    """A reader of when photos were taken, by id (None where the catalog has no date).
-
-    Catalog reads dates only to filter by them; this reads the column itself, on a read-only
-    connection of its own, closed before the catalog's (which, closing last, tidies WAL files).
-    """
-    if catalog.schema_version < DATED_SCHEMA:  # a catalog from before dates: none recorded
-        yield lambda ids: dict.fromkeys(ids)
-        return
-    uri = f"{Path(os.path.abspath(catalog.path)).as_uri()}?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=30)
-    try:
-
-        def dates_for(ids: Sequence[int]) -> dict[int, float | None]:
-            found: dict[int, float | None] = dict.fromkeys(ids)
-            for start in range(0, len(ids), 999):  # SQLite's parameters per statement
-                chunk = list(ids[start : start + 999])
-                marks = ",".join("?" * len(chunk))
-                query = f"SELECT id, taken_at FROM images WHERE id IN ({marks})"
-                found.update(db.execute(query, chunk).fetchall())
-            return found
-
-        yield dates_for
-    finally:
-        db.close()

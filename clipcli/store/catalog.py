@@ -398,6 +398,20 @@ class Catalog:
         return catalog_hashes.entries_for(self._db, self.schema_version, ids)
 
     @_reported
+    def dates_for(self, ids: Sequence[int]) -> dict[int, float | None]:
+        """When each of these photos was taken, by id: None where no date is known, and for
+        every photo of a catalog from before dates were recorded (opened read-only)."""
+        found: dict[int, float | None] = dict.fromkeys(int(id_) for id_ in ids)
+        if self.schema_version < DATED_SCHEMA:
+            return found
+        for start in range(0, len(ids), 999):  # SQLite's parameters per statement, as below
+            chunk = [int(id_) for id_ in ids[start : start + 999]]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, taken_at FROM images WHERE id IN ({marks})"
+            found.update(self._db.execute(query, chunk).fetchall())
+        return found
+
+    @_reported
     def exact_copies(self) -> list[list[int]]:
         """The ids of photos whose files have one content (SHA-256), a sorted list each."""
         return catalog_hashes.exact_copies(self._db)

@@ -455,6 +455,29 @@ def test_when_a_photo_was_taken_is_stored_and_kept_through_moves_and_touches(
     assert [entry.path for entry in catalog.undated()] == []
 
 
+def test_dates_are_read_by_id_none_where_unknown(folder: Path, catalog: Catalog) -> None:
+    catalog.add(
+        [
+            NewImage("/photos/a.png", 1, 1, "aaa", vector(1), 1_600_000_000.5),
+            NewImage("/photos/b.png", 1, 1, "bbb", vector(2)),
+        ]
+    )
+    ids = {path: entry.id for path, entry in catalog.entries().items()}
+    asked = [ids["/photos/b.png"], ids["/photos/a.png"], 999]
+    assert catalog.dates_for(asked) == {
+        ids["/photos/a.png"]: 1_600_000_000.5,
+        ids["/photos/b.png"]: None,
+        999: None,  # no such photo
+    }
+
+
+def test_a_catalog_from_before_dates_reads_as_undated_and_is_left_as_it_was(folder: Path) -> None:
+    before = previous_schema_catalog(folder)
+    with Catalog(folder, read_only=True) as catalog:
+        assert set(catalog.dates_for(catalog.ids().tolist()).values()) == {None}
+    assert (folder / CATALOG_FILE).read_bytes() == before
+
+
 def test_recording_dates_is_not_a_new_generation(catalog: Catalog) -> None:
     catalog.add([new_image("/photos/a.png", "aaa")])
     generation = catalog.generation
