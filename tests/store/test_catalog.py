@@ -288,17 +288,23 @@ def every_use(catalog: Catalog) -> None:
     catalog.clear()
 
 
+def damaged_copies(tmp_path: Path, pages: int) -> Iterator[tuple[int, Path]]:
+    """Copies of the catalog in tmp_path/whole, each with one of its pages overwritten."""
+    for number in range(pages):
+        folder = tmp_path / f"page-{number}"
+        folder.mkdir()
+        (folder / CATALOG_FILE).write_bytes((tmp_path / "whole" / CATALOG_FILE).read_bytes())
+        damage_page(folder, number)
+        yield number, folder
+
+
 def test_whichever_page_is_damaged_the_catalog_raises_only_its_own_errors(
     tmp_path: Path,
 ) -> None:
     pages = filled_catalog(tmp_path / "whole")
     assert pages > 3
     failed = []
-    for number in range(pages):
-        folder = tmp_path / f"page-{number}"
-        folder.mkdir()
-        (folder / CATALOG_FILE).write_bytes((tmp_path / "whole" / CATALOG_FILE).read_bytes())
-        damage_page(folder, number)
+    for number, folder in damaged_copies(tmp_path, pages):
         try:
             with Catalog(folder) as catalog:
                 every_use(catalog)
@@ -311,13 +317,8 @@ def test_whichever_page_is_damaged_the_catalog_raises_only_its_own_errors(
 def test_reading_vectors_block_by_block_from_a_damaged_catalog_raises_only_its_own_errors(
     tmp_path: Path,
 ) -> None:
-    pages = filled_catalog(tmp_path / "whole")
     failed = 0
-    for number in range(pages):
-        folder = tmp_path / f"page-{number}"
-        folder.mkdir()
-        (folder / CATALOG_FILE).write_bytes((tmp_path / "whole" / CATALOG_FILE).read_bytes())
-        damage_page(folder, number)
+    for _, folder in damaged_copies(tmp_path, filled_catalog(tmp_path / "whole")):
         try:
             with Catalog(folder) as catalog:
                 for _ in catalog.vector_blocks(7):  # the error comes as the blocks are read
