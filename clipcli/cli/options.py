@@ -119,8 +119,9 @@ LayoutOption = Annotated[
     str | None,
     typer.Option(
         "--layout",
-        metavar="[auto|flat|ivfpq]",
-        help="How the vector index is laid out, remembered for the index: auto is exact "
+        metavar="NAME",
+        help="auto, flat or ivfpq: how the vector index is laid out, remembered for the "
+        "index. auto is exact "
         "up to 200k photos, then compressed in memory, then on disk once the vectors would "
         "fill a quarter of the memory; flat is always exact; ivfpq keeps a byte per "
         "dimension on disk, memory-mapped. [default: as before, auto at first]",
