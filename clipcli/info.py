@@ -48,6 +48,9 @@ def index_info(folder: Path) -> IndexInfo:
         roots = [] if catalog.is_blank else catalog.roots()
         counts = catalog.photos_under([root.path for root in roots]) if roots else []
         skipped = 0 if catalog.is_blank else len(catalog.unreadable())
+        layout = "Flat"
+        if not catalog.is_blank:
+            layout = vector_index.layout_name(photos, catalog.vector_size(), catalog.layout())
     return IndexInfo(
         index=str(folder),
         model=recorded.name if recorded else None,
@@ -57,9 +60,9 @@ def index_info(folder: Path) -> IndexInfo:
             RootInfo(root.path, count, os.path.isdir(root.path))
             for root, count in zip(roots, counts, strict=True)
         ],
-        layout=vector_index.layout_name(photos),
+        layout=layout,
         catalog_bytes=_bytes(catalog_file, Path(f"{catalog_file}-wal")),
-        faiss_bytes=_bytes(folder / vector_index.INDEX_FILE, folder / vector_index.STAMP_FILE),
+        faiss_bytes=_bytes(*vector_index.index_files(folder)),
         updated=_updated(catalog_file, Path(f"{catalog_file}-wal")),
         skipped=skipped,
     )

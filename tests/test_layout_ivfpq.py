@@ -45,6 +45,14 @@ def test_an_on_disk_index_answers_searches(cli, on_disk, photos):
     assert len(found(cli, on_disk, "a red star", "--top-k", "100")) == 48
 
 
+def test_info_names_the_on_disk_layout_and_counts_its_lists(cli, on_disk):
+    result, info = cli.json("info", "--index", on_disk)
+    assert result.exit_code == 0, result.stderr
+    (lists,) = on_disk.glob("*.ivfdata")
+    assert info["layout"] == "IVF on disk"
+    assert info["faiss_bytes"] > lists.stat().st_size + (on_disk / "vectors.faiss").stat().st_size
+
+
 def test_the_layout_is_remembered_by_a_later_index_run(cli, model_args, on_disk, photos):
     write_sample_folder(photos / "third", 6, seed=5)
     result, report = cli.json("index", photos, "--index", on_disk, *model_args)

@@ -289,6 +289,12 @@ class Catalog:
             after = int(ids[-1])
 
     @_reported
+    def vector_size(self) -> int:
+        """How many numbers each stored vector holds (0 while none is stored)."""
+        row = self._db.execute("SELECT embedding FROM images LIMIT 1").fetchone()
+        return len(from_blob(row[0])) if row else 0
+
+    @_reported
     def vectors_for(self, ids: Sequence[int]) -> dict[int, Embeddings]:
         """The embeddings of these ids (those that exist), by id."""
         found: dict[int, Embeddings] = {}

@@ -382,12 +382,17 @@ def _remove_unused_lists(index_file: Path) -> None:
                 path.unlink()
 
 
-def remove(index_file: Path) -> None:
-    """Delete the lists and the trained index beside `index_file` (another layout replaced it)."""
-    for path in [
+def files_beside(index_file: Path) -> list[Path]:
+    """The trained index and the lists files beside `index_file` (none for other layouts)."""
+    return [
         trained_file(index_file),
         *index_file.parent.glob(f"{index_file.stem}.*{LISTS_SUFFIX}"),
-    ]:
+    ]
+
+
+def remove(index_file: Path) -> None:
+    """Delete the lists and the trained index beside `index_file` (another layout replaced it)."""
+    for path in files_beside(index_file):
         with contextlib.suppress(OSError):
             path.unlink()
 

@@ -68,7 +68,7 @@ def _refreshed_at(
     add_shards: AddShards | None,
 ) -> Any:
     count = catalog.count()
-    dim = dimension(catalog)
+    dim = catalog.vector_size()
     shape = Shape.for_count(count, dim)
     trained = ondisk_ivfpq.trained_shape(index_file)
     if saved is not None and saved[0].d == dim and _same_codes(trained, shape):
@@ -105,13 +105,6 @@ def _caught_up(index_file: Path, index: Any, generation: int, catalog: Catalog) 
         stale = np.union1d(stale, np.setdiff1d(indexed, catalog.ids()))
     fresh = ondisk_ivfpq.catch_up(index_file, index, (ids, vectors), stale)
     return fresh if fresh.ntotal == count else None
-
-
-def dimension(catalog: Catalog) -> int:
-    """The size of the catalog's vectors (0 for none)."""
-    for _, vectors in catalog.vector_blocks(1):
-        return int(vectors.shape[1])
-    return 0
 
 
 def _blocks(catalog: Catalog) -> Iterator[Chunk]:

@@ -158,7 +158,7 @@ def refresh(
     """
     generation = catalog.generation
     stamp = {"format": STAMP_FORMAT, "catalog": catalog.catalog_id, "generation": generation}
-    wanted = _layout_for(catalog.count(), ondisk_refresh.dimension(catalog), catalog.layout())
+    wanted = _layout_for(catalog.count(), catalog.vector_size(), catalog.layout())
     saved = _load_saved(folder, catalog.catalog_id)
     if saved is not None and (_layout(saved[0]) == "ivfpq") != (wanted == "ivfpq"):
         saved = None  # to or from the on-disk layout: there is nothing to catch up from
@@ -202,9 +202,22 @@ def _caught_up(index: Any, generation: int, catalog: Catalog, wanted: str) -> An
     return index if index.ntotal == count else None
 
 
-def layout_name(count: int) -> str:
-    """How an index of `count` vectors is laid out: "Flat" (exact) or "IVF" (inverted lists)."""
-    return "Flat" if count <= EXACT_LIMIT else "IVF"
+# What `clipcli info` calls each layout of layout_for.
+LAYOUT_NAMES = {"flat": "Flat", "ivf": "IVF", "ivfpq": "IVF on disk"}
+
+
+def layout_name(count: int, dim: int = 0, asked: str = "auto") -> str:
+    """How an index of `count` vectors of `dim`, laid out as `asked`, is laid out: "Flat"
+    (exact), "IVF" (inverted lists in memory) or "IVF on disk" (memory-mapped)."""
+    return LAYOUT_NAMES[layout_for(count, dim, asked)]
+
+
+def index_files(folder: Path) -> list[Path]:
+    """The files that make up the folder's vector index (those there are): the index and its
+    stamp, and for an on-disk one its lists and trained quantizer."""
+    index_file = folder / INDEX_FILE
+    candidates = [index_file, folder / STAMP_FILE, *ondisk_ivfpq.files_beside(index_file)]
+    return [path for path in candidates if path.is_file()]
 
 
 def layout_for(count: int, dim: int, asked: str = "auto") -> str:

@@ -456,6 +456,12 @@ def test_when_a_photo_was_taken_is_stored_and_kept_through_moves_and_touches(
     assert [entry.path for entry in catalog.undated()] == []
 
 
+def test_the_vector_size_is_that_of_the_stored_vectors(catalog: Catalog) -> None:
+    assert catalog.vector_size() == 0  # none stored yet
+    catalog.add([new_image("/photos/a.png", "aaa")])
+    assert catalog.vector_size() == len(vector(1))
+
+
 def test_dates_are_read_by_id_none_where_unknown(folder: Path, catalog: Catalog) -> None:
     catalog.add(
         [
