@@ -83,6 +83,25 @@ def test_an_index_can_go_back_to_the_memory_layouts(cli, model_args, on_disk, ph
     assert len(found(cli, on_disk, "a green ring", "--top-k", "3")) == 3
 
 
+def test_an_index_changes_layout_without_its_folders_named_and_embeds_nothing(
+    cli, model_args, photos, index
+):
+    result = cli("index", photos, "--index", index, *model_args)
+    assert result.exit_code == 0, result.stderr
+    assert layout_of(index) == "in memory"
+    result, report = cli.json("index", "--index", index, "--layout", "ivfpq")
+    assert result.exit_code == 0, result.stderr
+    assert (report["added"], report["total"]) == (0, 48) and layout_of(index) == "ivfpq"
+    target = next((photos / "first").iterdir())
+    assert found(cli, index, "--image", target, "--top-k", "1")[0]["path"] == str(target)
+
+
+def test_a_layout_for_an_index_that_is_not_there_is_refused(cli, tmp_path):
+    result = cli("index", "--index", tmp_path / "nowhere", "--layout", "ivfpq")
+    assert result.exit_code == 1 and "no index here" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_auto_goes_on_disk_when_the_vectors_would_not_fit(
     cli, model_args, photos, index, monkeypatch
 ):

@@ -252,8 +252,10 @@ def index(
         raise UsageError(
             "--reset forgets the whole index, --repair keeps it", hint="give one of them"
         )
-    if not (folders or forget or prune):
-        raise UsageError("no folders to index", hint="give one or more, or --forget DIR or --prune")
+    if not (folders or forget or prune or layout):
+        raise UsageError(
+            "no folders to index", hint="give one or more, or --forget DIR, --prune or --layout"
+        )
     with render.progress_for(stderr, enabled=not json_output) as progress:
         report = update_index(
             folders or [],

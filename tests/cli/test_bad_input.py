@@ -291,7 +291,7 @@ CASES = [
     case(
         lambda s: ["index", "--index", s.tmp / "new", *s.model],
         USAGE,
-        "error: no folders to index; give one or more, or --forget DIR or --prune",
+        "error: no folders to index; give one or more, or --forget DIR, --prune or --layout",
         id="index-no-folders",
     ),
     case(

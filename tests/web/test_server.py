@@ -333,3 +333,26 @@ def test_a_photo_become_a_link_is_served_only_while_it_links_to_an_image_file(tm
         "nothing": 404,
         "/etc/passwd": 404,
     }
+
+
+def test_an_on_disk_index_is_served_as_clipcli_search_answers_it(tmp_path, cli, shared_cache):
+    from conftest import snapshot
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLIPCLI_HOME", str(tmp_path / "home"))
+        env.setenv("CLIPCLI_CACHE", str(shared_cache))
+        index = shapes_index(tmp_path, 48)
+        result = cli("index", "--index", index, "--layout", "ivfpq")
+        assert result.exit_code == 0, result.stderr
+        _, expected = cli.json("search", "a red star", "--index", index, "--top-k", "6")
+        before = snapshot(index)
+        with local_client(create_app(index)) as client:
+            hits = search(client, "a red star", top_k=6)
+            similar = client.get(f"/api/similar/{hits[0]['id']}")
+            info = client.get("/api/info").json()
+    assert list(index.glob("*.ivfdata"))  # the layout it is served in
+    assert [(h["rank"], h["path"]) for h in hits] == [(h["rank"], h["path"]) for h in expected]
+    assert [h["score"] for h in hits] == pytest.approx([h["score"] for h in expected], abs=1e-5)
+    assert similar.status_code == 200 and hits[0]["id"] not in [h["id"] for h in similar.json()]
+    assert info["photos"] == 48
+    assert snapshot(index) == before  # served memory-mapped, nothing written beside it
