@@ -105,9 +105,9 @@ def import_shards(
         with _undone_on_failure(folder, catalog):
             catalog.set_model(spec.name, spec.pretrained, spec.weights_id)
             _add_rows(shards, last, catalog, progress or NoProgress(), report)
+            vector_index.refresh(folder, catalog, layout=layout)
             if layout is not None:
                 catalog.set_layout(layout)
-            vector_index.refresh(folder, catalog)
         report.total = catalog.count()
     index_registry.register(folder)
     report.seconds = round(time.perf_counter() - started, 3)

@@ -257,11 +257,12 @@ def _bring_up_to_date(catalog: Catalog, folder: Path, job: _Job, cluster: ExitSt
     _hash_unhashed(catalog, job.progress)
     if job.reset:  # photos of other folders are gone too: the report counts every one
         report.removed = len(forgotten - set(catalog.entries()))
-    if job.layout is not None and job.layout != catalog.layout():
-        catalog.set_layout(job.layout)
     if not job.embeddings_only:
         on_ray = ray_shards.shard_filler(job.address) if job.engine == "ray" else None
-        vector_index.refresh(folder, catalog, add_shards=on_ray)
+        vector_index.refresh(folder, catalog, add_shards=on_ray, layout=job.layout)
+    # Only once the index is laid out so: a run that fails leaves the layout it had.
+    if job.layout is not None and job.layout != catalog.layout():
+        catalog.set_layout(job.layout)
     if encoder.loaded is not None:  # the model is loaded anyway: prepare fast search
         text_tower.prepare_fast_search(encoder.loaded)
     return report

@@ -96,6 +96,28 @@ def test_an_index_changes_layout_without_its_folders_named_and_embeds_nothing(
     assert found(cli, index, "--image", target, "--top-k", "1")[0]["path"] == str(target)
 
 
+def test_a_layout_change_that_fails_leaves_the_index_as_it_was(
+    cli, model_args, photos, index, monkeypatch
+):
+    from conftest import snapshot
+
+    from clipcli.store import ondisk_ivfpq
+
+    result = cli("index", photos, "--index", index, *model_args)
+    assert result.exit_code == 0, result.stderr
+    before = snapshot(index)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(index / "vectors.faiss"))
+
+    monkeypatch.setattr(ondisk_ivfpq, "build", full_disk)
+    result = cli("index", "--index", index, "--layout", "ivfpq")
+    assert result.exit_code == 1
+    assert "vectors.faiss: no space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(index) == before  # the layout it had recorded too: the next run is as before
+
+
 def test_a_layout_for_an_index_that_is_not_there_is_refused(cli, tmp_path):
     result = cli("index", "--index", tmp_path / "nowhere", "--layout", "ivfpq")
     assert result.exit_code == 1 and "no index here" in result.stderr

@@ -142,6 +142,7 @@ def refresh(
     *,
     save_to_folder: bool = True,
     add_shards: ondisk_ivfpq.AddShards | None = None,
+    layout: str | None = None,
 ) -> Any:
     """The index for the catalog's current contents, brought up to date and saved if needed.
 
@@ -151,6 +152,8 @@ def refresh(
     the user asked for), a new vector size or an unreadable file means building from SQLite.
     An on-disk index is kept up to date by ondisk_refresh, and returned memory-mapped; a build
     of one fills its shards with `add_shards` where given (another engine's workers).
+    `layout` is the one asked for now (LAYOUTS), which the caller records once this has
+    succeeded; None: the one the catalog recorded.
 
     Without `save_to_folder` the index is brought up to date in memory only (an on-disk one in
     a private temporary folder): for a reader that keeps it (the server) while an index run,
@@ -158,7 +161,8 @@ def refresh(
     """
     generation = catalog.generation
     stamp = {"format": STAMP_FORMAT, "catalog": catalog.catalog_id, "generation": generation}
-    wanted = _layout_for(catalog.count(), catalog.vector_size(), catalog.layout())
+    asked = layout or catalog.layout()
+    wanted = _layout_for(catalog.count(), catalog.vector_size(), asked)
     saved = _load_saved(folder, catalog.catalog_id)
     if saved is not None and (_layout(saved[0]) == "ivfpq") != (wanted == "ivfpq"):
         saved = None  # to or from the on-disk layout: there is nothing to catch up from
