@@ -10,6 +10,7 @@ BLOB of its exact bytes, so that it reads back as the very path the filesystem k
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -86,12 +87,8 @@ def _reported(method: Callable[Concatenate[Catalog, P], R]) -> Callable[Concaten
 
     @functools.wraps(method)
     def wrapper(self: Catalog, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with _file_errors(self.path):
             return method(self, *args, **kwargs)
-        except _OUR_MISTAKES:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise unusable(self.path, exc) from exc
 
     return wrapper
 
@@ -101,14 +98,21 @@ def _reported_generator(
 ) -> Callable[Concatenate[Catalog, P], Iterator[R]]:
     @functools.wraps(method)
     def wrapper(self: Catalog, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
-        try:
+        with _file_errors(self.path):
             yield from method(self, *args, **kwargs)
-        except _OUR_MISTAKES:
-            raise
-        except sqlite3.DatabaseError as exc:
-            raise unusable(self.path, exc) from exc
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _file_errors(path: Path) -> Iterator[None]:
+    """See _reported."""
+    try:
+        yield
+    except _OUR_MISTAKES:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise unusable(path, exc) from exc
 
 
 class Catalog:
@@ -298,8 +302,7 @@ class Catalog:
     def vectors_for(self, ids: Sequence[int]) -> dict[int, Embeddings]:
         """The embeddings of these ids (those that exist), by id."""
         found: dict[int, Embeddings] = {}
-        for start in range(0, len(ids), 999):  # SQLite's parameters per statement, as below
-            chunk = [int(id_) for id_ in ids[start : start + 999]]
+        for chunk in catalog_hashes.id_chunks(ids):
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
                 f"SELECT id, embedding FROM images WHERE id IN ({marks})", chunk
@@ -410,8 +413,7 @@ class Catalog:
         found: dict[int, float | None] = dict.fromkeys(int(id_) for id_ in ids)
         if self.schema_version < DATED_SCHEMA:
             return found
-        for start in range(0, len(ids), 999):  # SQLite's parameters per statement, as below
-            chunk = [int(id_) for id_ in ids[start : start + 999]]
+        for chunk in catalog_hashes.id_chunks(ids):
             marks = ",".join("?" * len(chunk))
             query = f"SELECT id, taken_at FROM images WHERE id IN ({marks})"
             found.update(self._db.execute(query, chunk).fetchall())
@@ -435,9 +437,7 @@ class Catalog:
     @_reported
     def paths_for(self, ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}
-        # SQLite takes at most 999 parameters per statement in older builds, 32,766 in newer.
-        for start in range(0, len(ids), 999):
-            chunk = list(ids[start : start + 999])
+        for chunk in catalog_hashes.id_chunks(ids):
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(f"SELECT id, path FROM images WHERE id IN ({marks})", chunk)
             found.update((id_, path_from(path)) for id_, path in rows)

@@ -34,7 +34,7 @@ def entries_for(db: sqlite3.Connection, version: int, ids: Sequence[int]) -> dic
     """The entries of these ids (those that exist), by id."""
     hashes = "phash, colours" if version >= HASHED_SCHEMA else "NULL, NULL"
     found: dict[int, HashedEntry] = {}
-    for chunk in _chunks(ids):
+    for chunk in id_chunks(ids):
         marks = ",".join("?" * len(chunk))
         rows = db.execute(
             f"SELECT id, path, size, mtime_ns, sha256, {hashes} FROM images WHERE id IN ({marks})",
@@ -81,6 +81,7 @@ def set_hashes(db: sqlite3.Connection, hashes: Sequence[Hashed]) -> None:
     )
 
 
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+def id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    """The ids as ints, as many at a time as one statement's parameters may be."""
     for start in range(0, len(ids), _PARAMETERS):
         yield [int(id_) for id_ in ids[start : start + _PARAMETERS]]
