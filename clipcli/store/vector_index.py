@@ -5,7 +5,7 @@ generation catches up in place from the vectors the catalog wrote since; a stamp
 catalog or format, or a file FAISS cannot read, means rebuild. Nothing is lost by deleting it.
 
 Three layouts: exact (Flat) up to EXACT_LIMIT vectors, inverted lists of fp16 codes in memory
-beyond, and inverted lists of product-quantised codes on disk (ondisk_ivfpq) once the vectors
+beyond, and inverted lists of 8-bit codes on disk (ondisk_ivfpq) once the vectors
 would not fit in a quarter of the memory, or wherever the user asked for it (`--layout`,
 remembered in the catalog).
 """
@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,10 +305,10 @@ def search(
       sparser the more. Where those lists hold too few allowed vectors, they are widened, to
       every list at the most.
 
-    An on-disk index scores product-quantised codes; with `rerank` N and `exact_vectors` (see
-    catalog_vectors) the N best by code are scored again on their vectors, and ranked by that
-    (ondisk_ivfpq.search). Other layouts hold exact or fp16 vectors already: rerank changes
-    nothing there.
+    An on-disk index scores 8-bit codes (ondisk_ivfpq.CODES); with `rerank` N and
+    `exact_vectors` (see catalog_vectors) the N best by code are scored again on their
+    vectors, and ranked by that (ondisk_ivfpq.search). Other layouts hold exact or fp16
+    vectors already: rerank changes nothing there.
     """
     row = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
     if not _is_exact(index) and ondisk_ivfpq.on_disk_lists(index) is not None:
@@ -353,7 +353,6 @@ def _mapped_search(
     exact_vectors: ondisk_ivfpq.ExactVectors | None,
 ) -> list[Hit]:
     """search() of an on-disk index; a filter probes and widens as _ivf_filtered does."""
-    import faiss
 
     def hits(probes: int | None, selector: Any | None) -> list[Hit]:
         scores, ids = ondisk_ivfpq.search(
@@ -373,14 +372,12 @@ def _mapped_search(
     if not len(allowed) or not index.ntotal:
         return []
     chosen = _IdBitmap(allowed)
-    lists = faiss.extract_index_ivf(index).nlist
-    probes = _probes(index, chosen.count)
     wanted = min(k, chosen.count, index.ntotal)
-    while True:
+    for probes in _widening_probes(index, chosen.count):
         found = hits(probes, chosen.selector)
-        if len(found) >= wanted or probes >= lists:
-            return found
-        probes = min(lists, 2 * probes)
+        if len(found) >= wanted:
+            break
+    return found
 
 
 def _ranked(nearest: Callable[[int], tuple[Scores, Ids]], k: int, count: int) -> list[Hit]:
@@ -535,14 +532,26 @@ def _ivf_filtered(index: Any, row: Embeddings, k: int, chosen: _IdBitmap) -> tup
     index holds fewer allowed vectors. Lists too few of which are allowed are widened."""
     import faiss
 
-    lists = faiss.extract_index_ivf(index).nlist
-    probes = _probes(index, chosen.count)
-    while True:
+    for probes in _widening_probes(index, chosen.count):
         params = faiss.SearchParametersIVF(sel=chosen.selector, nprobe=probes)
         scores, ids = index.search(row, k, params=params)
         found = ids[0] != -1
-        if found.all() or probes >= lists:
-            return scores[0][found], ids[0][found]
+        if found.all():
+            break
+    return scores[0][found], ids[0][found]
+
+
+def _widening_probes(index: Any, allowed: int) -> Iterator[int]:
+    """The list counts a filtered search tries in turn until it has its k hits: _probes first,
+    then twice as many each time, every list the last."""
+    import faiss
+
+    lists = faiss.extract_index_ivf(index).nlist
+    probes = _probes(index, allowed)
+    while True:
+        yield probes
+        if probes >= lists:
+            return
         probes = min(lists, 2 * probes)
 
 
