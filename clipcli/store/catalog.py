@@ -323,6 +323,15 @@ class Catalog:
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return ids, np.stack([from_blob(r[1]) for r in rows])
 
+    def outdated(self, indexed: np.ndarray, changed: np.ndarray) -> np.ndarray:
+        """Of the ids a vector index holds (`indexed`), those it must drop to match the catalog:
+        those written again since (`changed`, as vectors(changed_after=...) gives them) and
+        those gone from it. The catalog's ids are read only when some are gone."""
+        stale = changed[np.isin(changed, indexed)]
+        if len(indexed) + len(changed) - len(stale) != self.count():
+            stale = np.union1d(stale, np.setdiff1d(indexed, self.ids()))
+        return stale
+
     @_reported
     def ids(self) -> np.ndarray:
         rows = self._db.execute("SELECT id FROM images ORDER BY id").fetchall()

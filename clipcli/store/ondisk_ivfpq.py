@@ -214,7 +214,7 @@ def build(
     """Build the index of `chunks` (about `count` vectors of `dim`) at `index_file` and return
     it memory-mapped.
 
-    The coarse quantizer and codebooks are trained on `sample`, or, with no sample, taken from
+    The coarse quantizer and the codes are trained on `sample`, or, with no sample, taken from
     the trained index an earlier build saved (a rebuild that needs no training). Each chunk
     fills a shard (`workers` at a time; `add_in_parallel(jobs)` may fill them elsewhere
     instead, returning once every shard is written), the shards' lists are merged
@@ -244,7 +244,7 @@ def catch_up(index_file: Path, index: Any, changed: Chunk, stale: Ids) -> Any:
     lists file holding each list's entries less the `stale` ids, then the `changed` vectors.
 
     Only the changed vectors are encoded (in memory), nothing is trained, and the rest is
-    copied list by list: as long as the lists (1.4 GB at 10M vectors), where a rebuild encodes
+    copied list by list: as long as the lists (5.2 GB at 10M vectors), where a rebuild encodes
     every vector. The old files are never written (a search may have them mapped), and the new
     ones are switched to as a build's are. Not faiss's own remove_ids and add on on-disk lists:
     a list that shrinks or grows in place can keep its offset with a new capacity, and its

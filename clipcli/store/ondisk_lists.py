@@ -4,7 +4,7 @@ The file is laid out as faiss's OnDiskInvertedLists::merge_from_multiple (what
 faiss.contrib.ondisk.merge_ondisk calls) lays it out: every list's codes then ids, the lists end
 to end, each exactly as long as its entries. That call merges every list in one go, though, and
 the pages it writes and reads stay mapped into the process until it ends: they are page cache,
-but they count in its RSS, which would grow with the index (5 GB at 10M vectors of 264 bytes).
+but they count in its RSS, which would grow with the index (5.2 GB at 10M vectors of 520 bytes).
 Here the pages are given back every RELEASE_BYTES, so the merge holds a few hundred MB whatever
 the number of vectors.
 """

@@ -3,15 +3,14 @@
 An index of an earlier generation catches up: its lists are copied with the vectors written
 since added and those replaced or gone removed, without training or encoding the rest again.
 When the collection has outgrown its lists (or the vectors changed size) the index is trained
-anew on a sample; otherwise a rebuild (an unreadable index) reuses the trained quantizer and
-codebooks saved beside it. The catalog is read a block at a time, so memory stays bounded.
+anew on a sample; otherwise a rebuild (an unreadable index) reuses the trained, empty index
+saved beside it. The catalog is read a block at a time, so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 from clipcli.errors import ClipcliError
 from clipcli.store import ondisk_ivfpq
 from clipcli.store.catalog import Catalog
-from clipcli.store.ondisk_ivfpq import AddShards, Chunk, Shape
+from clipcli.store.ondisk_ivfpq import AddShards, Shape
 
 BLOCK = 100_000  # vectors read from the catalog at a time: 200 MB of float32 at 512-d
 SAMPLE_SEED = 0  # the same catalog trains the same index
@@ -70,15 +69,15 @@ def _refreshed_at(
     count = catalog.count()
     dim = catalog.vector_size()
     shape = Shape.for_count(count, dim)
-    trained = ondisk_ivfpq.trained_shape(index_file)
-    if saved is not None and saved[0].d == dim and _same_codes(trained, shape):
+    reusable = _same_codes(ondisk_ivfpq.trained_shape(index_file), shape)
+    if saved is not None and saved[0].d == dim and reusable:
         index = _caught_up(index_file, *saved, catalog)
         if index is not None:
             return index
-    sample = None if _same_codes(trained, shape) else _sample(catalog, count, shape)
+    sample = None if reusable else _sample(catalog, count, shape)
     return ondisk_ivfpq.build(
         index_file,
-        _blocks(catalog),
+        catalog.vector_blocks(BLOCK),
         sample,
         dim=dim,
         count=count,
@@ -99,16 +98,9 @@ def _caught_up(index_file: Path, index: Any, generation: int, catalog: Catalog) 
     """`index`, saved at `generation`, brought to the catalog's contents; None to rebuild."""
     count = catalog.count()
     ids, vectors = catalog.vectors(changed_after=generation)
-    indexed = ondisk_ivfpq.list_ids(index)
-    stale = ids[np.isin(ids, indexed)]  # replaced vectors
-    if index.ntotal + len(ids) - len(stale) != count:  # and some removed: find which
-        stale = np.union1d(stale, np.setdiff1d(indexed, catalog.ids()))
+    stale = catalog.outdated(ondisk_ivfpq.list_ids(index), ids)
     fresh = ondisk_ivfpq.catch_up(index_file, index, (ids, vectors), stale)
     return fresh if fresh.ntotal == count else None
-
-
-def _blocks(catalog: Catalog) -> Iterator[Chunk]:
-    yield from catalog.vector_blocks(BLOCK)
 
 
 def _sample(catalog: Catalog, count: int, shape: Shape) -> np.ndarray:

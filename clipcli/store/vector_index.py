@@ -195,10 +195,7 @@ def _caught_up(index: Any, generation: int, catalog: Catalog, wanted: str) -> An
     ids, vectors = catalog.vectors(changed_after=generation)
     if len(ids) and vectors.shape[1] != index.d:
         return None
-    indexed = indexed_ids(index)
-    stale = ids[np.isin(ids, indexed)]  # replaced vectors
-    if index.ntotal + len(ids) - len(stale) != count:  # and some removed: find which
-        stale = np.union1d(stale, np.setdiff1d(indexed, catalog.ids()))
+    stale = catalog.outdated(indexed_ids(index), ids)
     if len(stale):
         index.remove_ids(stale)
     if len(ids):
