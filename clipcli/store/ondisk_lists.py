@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import mmap
 import os
 import sys
@@ -92,22 +93,18 @@ class _Span:
         self.end = 0
 
     def cover(self, pointer: Any, size: int) -> None:
-        import faiss
-
         if not size:
             return
-        address = faiss.rev_swig_ptr(pointer, 1).ctypes.data
+        address = _address(pointer)
         self.start = address if self.start is None else min(self.start, address)
         self.end = max(self.end, address + size)
 
     def hand_back(self) -> None:
         """MADV_DONTNEED over the pages read so far: a later read maps them again from the
         file (never do this to memory that is not a file's: it would read back as zeros)."""
-        advice = getattr(mmap, "MADV_DONTNEED", None)
-        if advice is None or self.start is None:
-            return
-        first = self.start - self.start % mmap.PAGESIZE
-        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(self.end - first), advice)
+        if self.start is not None:
+            first = self.start - self.start % mmap.PAGESIZE
+            _dont_need(first, self.end - first)
 
 
 def _kept_entries(lists: Any, stale: Ids) -> dict[int, npt.NDArray[np.bool_]]:
@@ -151,13 +148,26 @@ def release(lists: Any) -> None:
     the page cache. Lists of other kinds are left alone."""
     import faiss
 
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if advice is None or not isinstance(lists, faiss.OnDiskInvertedLists):
+    if not isinstance(lists, faiss.OnDiskInvertedLists):
         return
     if lists.ptr is None or not lists.totsize:
         return
-    start = faiss.rev_swig_ptr(lists.ptr, 1).ctypes.data
-    _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(lists.totsize), advice)
+    _dont_need(_address(lists.ptr), lists.totsize)
+
+
+def _address(pointer: Any) -> int:
+    """Where a pointer faiss handed out points, as a number."""
+    import faiss
+
+    return int(faiss.rev_swig_ptr(pointer, 1).ctypes.data)
+
+
+def _dont_need(start: int, size: int) -> None:
+    """MADV_DONTNEED over `size` bytes of file mapping from the page-aligned `start` (where the
+    system has it)."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is not None:
+        _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(size), advice)
 
 
 @contextlib.contextmanager
@@ -178,5 +188,6 @@ def c_output_dropped() -> Iterator[None]:
         os.close(saved)
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None)
