@@ -328,7 +328,9 @@ def time_scale(count: int, clusters: int = 2000, scratch: Path | None = None) ->
     built = build_in_child(folder, index_file, workers=1)
     index = ondisk_ivfpq.open_mapped(index_file)
     shards = Shards(folder)
-    own = faiss_probes(index)
+    shape = ondisk_ivfpq.trained_shape(index_file)
+    assert shape is not None, "a build writes its trained index beside it"
+    own = shape.probes
     sweep = {}
     for probes in PROBES:
         recall, recall_rerank, _, ms_rerank = warm_figures(index, shards, queries, truth, probes)
@@ -337,14 +339,13 @@ def time_scale(count: int, clusters: int = 2000, scratch: Path | None = None) ->
         index, shards, queries, truth, own
     )
     size = sum(path.stat().st_size for path in index_folder.iterdir() if path.is_file())
-    codes = faiss_codes(index_file)
     del index
     cold = cold_seconds(index_file, folder, queries[0])
     return ScaleTiming(
         count,
         clusters,
-        int(faiss_lists(index_file)),
-        codes,
+        shape.lists,
+        shape.codes,
         own,
         built["seconds"],
         built["train_s"],
@@ -357,26 +358,6 @@ def time_scale(count: int, clusters: int = 2000, scratch: Path | None = None) ->
         cold,
         sweep,
     )
-
-
-def faiss_probes(index: object) -> int:
-    import faiss
-
-    return int(faiss.extract_index_ivf(index).nprobe)
-
-
-def faiss_codes(index_file: Path) -> str:
-    from clipcli.store import ondisk_ivfpq
-
-    shape = ondisk_ivfpq.trained_shape(index_file)
-    return shape.codes if shape else "?"
-
-
-def faiss_lists(index_file: Path) -> int:
-    from clipcli.store import ondisk_ivfpq
-
-    shape = ondisk_ivfpq.trained_shape(index_file)
-    return shape.lists if shape else 0
 
 
 def main() -> None:
