@@ -129,6 +129,21 @@ def photo_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def clustered_vectors(
+    count: int, dim: int, *, clusters: int = 50, seed: int = 0, spread: float = 0.6
+) -> Any:
+    """Unit vectors of a Gaussian mixture, as bench/scale.py draws them: `clusters` unit
+    centres (the same for every seed), each point one of them plus noise of `spread`."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).standard_normal((clusters, dim)).astype(np.float32)
+    points = centres[rng.integers(0, clusters, count)]
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    points += rng.standard_normal((count, dim)).astype(np.float32) * (spread / np.sqrt(dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
 def snapshot(folder: Path) -> dict[str, tuple[int, str] | str] | None:
     """Every folder and file under `folder` by relative path, files with their size and SHA-256
     (None if `folder` does not exist): equal snapshots before and after a command show that it

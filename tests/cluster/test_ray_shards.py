@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import clustered_vectors
 
 from clipcli.store import ondisk_ivfpq
 
 DIM = 64
-
-
-def clustered(count: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(99).standard_normal((40, DIM)).astype(np.float32)
-    points = centres[rng.integers(0, 40, count)]
-    points += rng.standard_normal((count, DIM)).astype(np.float32) * 0.3
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
 
 
 def build(folder: Path, vectors: np.ndarray, **options) -> object:
@@ -43,7 +36,7 @@ def test_shards_filled_by_ray_tasks_merge_into_the_lists_a_local_build_writes(
 
     from clipcli.cluster import ray_shards
 
-    vectors = clustered(10_000)
+    vectors = clustered_vectors(10_000, DIM, clusters=40)
     local = build(tmp_path / "local", vectors)
     on_ray = build(
         tmp_path / "ray", vectors, add_in_parallel=ray_shards.shard_filler(ray_cluster.address)
@@ -51,7 +44,7 @@ def test_shards_filled_by_ray_tasks_merge_into_the_lists_a_local_build_writes(
     assert not ray.is_initialized()  # the connection made for the build is closed after it
     assert on_ray.ntotal == local.ntotal == 10_000
     assert lists_bytes(tmp_path / "ray") == lists_bytes(tmp_path / "local")
-    for query in clustered(5, seed=1):
+    for query in clustered_vectors(5, DIM, clusters=40, seed=1):
         assert ondisk_ivfpq.search(on_ray, query, 10)[1].tolist() == (
             ondisk_ivfpq.search(local, query, 10)[1].tolist()
         )

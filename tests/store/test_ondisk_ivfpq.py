@@ -9,21 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NON_UTF8_NAME, snapshot
+from conftest import NON_UTF8_NAME, clustered_vectors, snapshot
 
 from clipcli.store import ondisk_ivfpq
 
 DIM = 64
 
 
-def clustered(count: int, clusters: int = 50, seed: int = 0, spread: float = 0.6) -> np.ndarray:
-    """Unit vectors of a Gaussian mixture, as bench/scale.py draws them (at DIM)."""
-    rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(99).standard_normal((clusters, DIM)).astype(np.float32)
-    points = centres[rng.integers(0, clusters, count)]
-    points /= np.linalg.norm(points, axis=1, keepdims=True)
-    points += rng.standard_normal((count, DIM)).astype(np.float32) * (spread / np.sqrt(DIM))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+def clustered(count: int, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    return clustered_vectors(count, DIM, clusters=clusters, seed=seed)
 
 
 def chunks_of(ids: np.ndarray, vectors: np.ndarray, size: int):
